@@ -1,0 +1,245 @@
+"""Checkpoints: safetensors for every tensor, JSON for everything else.
+
+A run directory holds
+
+    last.json / best.json          the commit points: config, vocabulary, corpus,
+                                   step, metrics, and the names of the files below
+    weights-<kind>-<step>.safetensors   model weights (fp32, CPU layout)
+    state-<step>.safetensors       optimizer moments, RNG states, carried hidden
+                                   state: what an exact resume needs
+    metrics.jsonl                  one JSON object per log line
+
+Nothing here is ever unpickled, so loading a checkpoint cannot run code.
+Each file is written to a temporary name, fsynced and renamed into place, and
+the JSON goes last: until its rename, the previous JSON still points at the
+previous, complete files. Files no JSON refers to are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from charlm.config import TrainConfig, build_config
+from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
+from charlm.model import CharRNN, ModelSpec
+from charlm.vocab import Vocab
+
+FORMAT_NAME = "charlm-checkpoint"
+FORMAT_VERSION = 1
+KINDS = ("best", "last")
+DEFAULT_ROOT = Path("checkpoints")
+
+
+# -- atomic file writing ---------------------------------------------------
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data so that `path` is either its old content or the new, never half."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return save_safetensors_bytes({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+
+
+# -- optimizer state <-> (tensors, JSON) -------------------------------------
+
+def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Separate an optimizer state_dict into named tensors and a JSON-able rest."""
+    tensors, scalars = {}, {}
+    for param_id, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{param_id}.{name}"] = value
+            else:
+                scalars[f"{param_id}.{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = value
+    for key, value in info["scalars"].items():
+        param_id, name = key.split(".", 1)
+        state.setdefault(int(param_id), {})[name] = value
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in info["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# -- saving ------------------------------------------------------------------
+
+def save_checkpoint(run_dir: Path, kind: str, model: CharRNN, meta: dict,
+                    resume_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights (and, for 'last', the resume state), then commit with <kind>.json."""
+    weights = model.state_dict()
+    if not all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point()):
+        raise CharlmError("refusing to save a checkpoint with NaN or infinite weights")
+    step = meta["step"]
+    record = dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, kind=kind,
+                  weights=f"weights-{kind}-{step:08d}.safetensors")
+    write_atomic(run_dir / record["weights"], _tensors_to_bytes(weights))
+    if resume_tensors is not None:
+        record["state"] = f"state-{step:08d}.safetensors"
+        write_atomic(run_dir / record["state"], _tensors_to_bytes(resume_tensors))
+    json_path = run_dir / f"{kind}.json"
+    write_atomic(json_path, json.dumps(record, indent=2, allow_nan=False).encode("utf-8"))
+    _remove_unreferenced(run_dir)
+    return json_path
+
+
+def _remove_unreferenced(run_dir: Path) -> None:
+    keep = set()
+    for kind in KINDS:
+        try:
+            record = json.loads((run_dir / f"{kind}.json").read_text(encoding="utf-8"))
+            keep.update(record.get(key) for key in ("weights", "state"))
+        except (OSError, ValueError):
+            continue
+    for path in list(run_dir.glob("weights-*.safetensors")) + list(run_dir.glob("state-*.safetensors")):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+# -- loading -----------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model on the CPU, its vocabulary and its record."""
+
+    model: CharRNN
+    vocab: Vocab
+    config: TrainConfig
+    record: dict
+    path: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+
+def read_record(json_path: Path) -> dict:
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {json_path}: {exc.strerror}") from None
+    except ValueError:
+        raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{json_path} is not a charlm checkpoint")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {json_path} has format version {record.get('format_version')!r}; "
+            f"this charlm reads version {FORMAT_VERSION}"
+        )
+    return record
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (never a pickle), with a one-line error when it is damaged."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc})") from None
+
+
+def resolve_checkpoint(path: Path | None, root: Path = DEFAULT_ROOT, kind: str = "best") -> Path:
+    """A run directory, a checkpoint JSON, or None for the newest run under `root` -> a JSON path."""
+    if path is None:
+        path = find_latest_run(root)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    for name in (f"{kind}.json", "last.json", "best.json"):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path} holds no checkpoint (no best.json or last.json)")
+
+
+def find_latest_run(root: Path = DEFAULT_ROOT) -> Path:
+    runs = [p.parent for p in root.glob("*/last.json")] if root.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"no trained runs under {root}/; train one first (charlm train) "
+                              "or pass --checkpoint DIR")
+    return max(runs, key=lambda run: (run / "last.json").stat().st_mtime)
+
+
+def load_checkpoint(path: Path | None = None, root: Path = DEFAULT_ROOT, kind: str = "best") -> Checkpoint:
+    """Rebuild the model from a checkpoint, checking every tensor against the architecture."""
+    json_path = resolve_checkpoint(path, root, kind)
+    record = read_record(json_path)
+    try:
+        spec = ModelSpec(**record["model"])
+        vocab = Vocab.from_json(record["vocab"])
+        config = build_config(record["config"])
+        weights_path = json_path.parent / record["weights"]
+    except (KeyError, TypeError, ValueError, CharlmError) as exc:
+        raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}") from None
+    if spec.vocab_size != vocab.size:
+        raise CheckpointError(f"checkpoint {json_path} is damaged: vocabulary size does not match the model")
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint {json_path} refers to {weights_path.name}, which is missing")
+    model = CharRNN(spec)
+    load_weights(model, read_tensors(weights_path), weights_path)
+    model.eval()
+    return Checkpoint(model=model, vocab=vocab, config=config, record=record, path=json_path)
+
+
+def load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
+                                  f"the model needs {tuple(expected[name].shape)}")
+    model.load_state_dict(tensors)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: store them as null."""
+    return value if value is not None and math.isfinite(value) else None

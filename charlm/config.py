@@ -1,0 +1,166 @@
+"""Training configuration: one frozen dataclass, validated field by field.
+
+Precedence is dataclass defaults < a TOML preset (`--config`) < command-line
+flags. `configs/default.toml` spells out the defaults below (a test keeps the
+two equal), so a preset only needs the keys it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from charlm.errors import ConfigError
+
+CELLS = ("rnn", "lstm", "gru")
+SCHEDULES = ("cosine", "exponential", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _field(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field whose metadata carries its help text and its checks."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # model
+    cell: str = _field("lstm", "recurrent cell: rnn (tanh), lstm or gru", choices=CELLS)
+    hidden_size: int = _field(256, "units per recurrent layer", min=1)
+    num_layers: int = _field(2, "stacked recurrent layers", min=1)
+    embedding_size: int = _field(64, "size of each character's learned vector", min=1)
+    dropout: float = _field(0.0, "dropout between layers and before the head", min=0.0, below=1.0)
+    # data
+    seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1)
+    batch_size: int = _field(32, "parallel streams per step", min=1)
+    val_frac: float = _field(0.1, "last fraction of the text held out for validation", above=0.0, below=1.0)
+    normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training")
+    # optimisation
+    lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
+    weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)
+    clip: float = _field(1.0, "clip the global gradient norm to this; 0 disables", min=0.0)
+    schedule: str = _field("cosine", "learning-rate decay after warmup", choices=SCHEDULES)
+    warmup_steps: int = _field(100, "steps of linear learning-rate warmup", min=0)
+    min_lr_ratio: float = _field(0.1, "floor of the decay, as a fraction of lr", min=0.0, max=1.0)
+    max_nonfinite_steps: int = _field(20, "stop after this many NaN/inf steps in a row (each is skipped)", min=1)
+    # bounds: training stops at whichever comes first
+    max_steps: int | None = _field(None, "stop after this many optimiser steps", min=1)
+    epochs: int | None = _field(None, "stop after this many passes over the training text", min=1)
+    time_budget: str | None = _field("3m", "stop after this much training time, e.g. 90s, 5m, 1h")
+    # evaluation and logging
+    eval_every: int = _field(500, "steps between validation passes and checkpoints", min=1)
+    log_every: int = _field(10, "steps between progress updates", min=1)
+    sample_length: int = _field(200, "characters of sample shown at each evaluation; 0 for none", min=0)
+    # runtime
+    device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps", choices=DEVICES)
+    rng_seed: int = _field(1337, "seed for weights, data offsets, dropout and samples")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            raise ConfigError("no stopping bound: set max_steps, epochs or time_budget")
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return build_config(self.to_dict(), changes)
+
+
+def config_help(name: str) -> str:
+    """The help text of a config field, for the CLI's `--help`."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _label(name: str) -> str:
+    """How an error names a setting: its config key and its flag."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return str(f.type).replace(" | None", "")
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    name, rules, kind = f.name, f.metadata, _type_name(f)
+    if value is None:
+        if "None" not in str(f.type):
+            raise ConfigError(f"{_label(name)} must be set")
+        return
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{_label(name)} must be {_KIND_WORDS[kind]}, got {value!r}")
+    if kind == "float" and not math.isfinite(value):
+        raise ConfigError(f"{_label(name)} must be a finite number, got {value!r}")
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(f"{_label(name)} must be one of {', '.join(rules['choices'])}; got {value!r}")
+    bounds = (("min", ">=", value >= rules.get("min", value)),
+              ("max", "<=", value <= rules.get("max", value)),
+              ("above", ">", "above" not in rules or value > rules["above"]),
+              ("below", "<", "below" not in rules or value < rules["below"]))
+    for rule, sign, holds in bounds:
+        if rule in rules and not holds:
+            raise ConfigError(f"{_label(name)} must be {sign} {rules[rule]}, got {value!r}")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1.5h' or plain seconds '300' -> seconds."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"time budget '{text}' is not a positive duration such as 90s, 5m or 1h")
+    unit = (match.group(2) or "s").lower()
+    return float(match.group(1)) * _UNIT_SECONDS[unit]
+
+
+def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
+    """Defaults overridden by each mapping in turn; unknown keys are errors."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
+            values[key] = value
+    # TOML has no null: an empty string or "none" clears an optional bound.
+    for key in ("max_steps", "epochs", "time_budget"):
+        if isinstance(values.get(key), str) and values[key].strip().lower() in ("", "none", "0"):
+            values[key] = None
+    return TrainConfig(**values)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML preset into a flat mapping of config keys."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"config file {path}: table [{key}] is not supported; keys are flat")
+    return data

@@ -1,0 +1,83 @@
+"""The character model: Embedding -> nn.RNN | nn.LSTM | nn.GRU -> Linear.
+
+Tensors are sequence-first, (T, B), the native layout of PyTorch's recurrent
+kernels, so a window of the stream layout goes in without a transpose. The
+hidden state is passed in and returned, never kept inside the module: the
+caller decides when to carry, detach or reset it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the module (stored in every checkpoint)."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 2
+    embedding_size: int = 64
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CharRNN(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.embedding = nn.Embedding(spec.vocab_size, spec.embedding_size)
+        rnn_class = _RNN_CLASSES[spec.cell]
+        extra = {"nonlinearity": "tanh"} if spec.cell == "rnn" else {}
+        # nn.RNN-family dropout acts between layers only, so one layer gets none there.
+        self.rnn = rnn_class(spec.embedding_size, spec.hidden_size, spec.num_layers,
+                             dropout=spec.dropout if spec.num_layers > 1 else 0.0, **extra)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.head = nn.Linear(spec.hidden_size, spec.vocab_size)
+
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """x: (T, B) ids -> logits (T, B, V) and the hidden state after the last step."""
+        emb = self.embedding(x)  # (T, B, E)
+        out, hidden = self.rnn(emb, hidden)  # (T, B, H)
+        logits = self.head(self.dropout(out))  # (T, B, V)
+        return logits, hidden
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_hidden(hidden: Hidden | None) -> Hidden | None:
+    """Cut the graph at a window boundary but keep the values (truncated BPTT)."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()
+
+
+def hidden_to_tensors(hidden: Hidden | None) -> dict[str, torch.Tensor]:
+    """Name the parts of a hidden state, for saving: {'h': ...} or {'h': ..., 'c': ...}."""
+    if hidden is None:
+        return {}
+    if isinstance(hidden, tuple):
+        return {"h": hidden[0], "c": hidden[1]}
+    return {"h": hidden}
+
+
+def hidden_from_tensors(tensors: dict[str, torch.Tensor]) -> Hidden | None:
+    if not tensors:
+        return None
+    if "c" in tensors:
+        return (tensors["h"], tensors["c"])
+    return tensors["h"]

@@ -1,0 +1,137 @@
+"""Starting a run directory, or picking a run up exactly where it stopped.
+
+A fresh run refuses a directory that already holds anything, so nothing a
+user trained is overwritten by accident. A resumed run restores weights,
+optimizer moments, counters, the carried hidden state and the RNG states from
+the `last` checkpoint, and trims `metrics.jsonl` back to that step so lines
+written after it (by a run that was killed) are not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
+                               write_atomic)
+from charlm.config import TrainConfig, build_config
+from charlm.corpus import Corpus
+from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
+from charlm.model import CharRNN, Hidden, hidden_from_tensors
+from charlm.runtime import restore_rng_state
+from charlm.vocab import Vocab
+
+# Changing these would make the saved weights or data position meaningless.
+FIXED_ON_RESUME = ("cell", "hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
+                   "val_frac", "normalize_newlines", "rng_seed")
+
+
+def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The stored config of the run in run_dir, with the given flags applied on top."""
+    record = read_record(_last_json(run_dir))
+    for key in FIXED_ON_RESUME:
+        if key in overrides and overrides[key] != record["config"].get(key):
+            raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming "
+                              f"(the run uses {record['config'].get(key)!r})")
+    return build_config(record["config"], overrides)
+
+
+def recorded_corpus_path(run_dir: Path) -> Path:
+    return Path(read_record(_last_json(run_dir))["corpus"]["path"])
+
+
+def _last_json(run_dir: Path) -> Path:
+    path = run_dir / "last.json"
+    if not path.is_file():
+        raise RunDirectoryError(f"nothing to resume: {run_dir} holds no checkpoint (last.json); "
+                                "start a new run without --resume")
+    return path
+
+
+@dataclass
+class TrainState:
+    """Counters that, with the weights, optimizer and RNG, pin down a run exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # next window of the current epoch
+    elapsed_seconds: float = 0.0
+    chars_seen: int = 0
+    best_val_loss: float | None = None
+    best_step: int = 0
+    decay_start_progress: float | None = None  # progress when warmup ended
+    skipped_steps: int = 0
+    nonfinite_in_a_row: int = 0
+
+
+@dataclass
+class ResumePoint:
+    config: TrainConfig
+    vocab: Vocab
+    record: dict
+    tensors: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor]
+    weights_path: Path
+
+    def restore(self, model: CharRNN, optimizer: torch.optim.Optimizer, device: torch.device):
+        """Load everything into model and optimizer; return (TrainState, hidden)."""
+        load_weights(model, self.weights, self.weights_path)
+        trainer = self.record["trainer"]
+        optimizer_tensors = {k: v for k, v in self.tensors.items() if k.startswith("optimizer.")}
+        try:
+            optimizer.load_state_dict(join_optimizer_state(optimizer_tensors, trainer["optimizer"]))
+            state = TrainState(**trainer["state"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"resume state in {self.weights_path.parent} is damaged: {exc}") from None
+        restore_rng_state({k[4:]: v for k, v in self.tensors.items() if k.startswith("rng.")})
+        hidden: Hidden | None = hidden_from_tensors(
+            {k[7:]: v.to(device) for k, v in self.tensors.items() if k.startswith("hidden.")})
+        return state, hidden
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, corpus: Corpus, config: TrainConfig) -> ResumePoint | None:
+    if not resume:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
+                                    "or choose another with --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+        return None
+    json_path = _last_json(run_dir)
+    record = read_record(json_path)
+    if record.get("corpus", {}).get("sha256") != corpus.sha256:
+        raise CharlmError(f"the corpus {corpus.path} is not the one this run was trained on "
+                          f"(checksum differs from {record.get('corpus', {}).get('path')}); cannot resume")
+    for key in FIXED_ON_RESUME:
+        if record["config"].get(key) != getattr(config, key):
+            raise CharlmError(f"{key} cannot change when resuming (the run uses {record['config'].get(key)!r})")
+    if "state" not in record or "trainer" not in record:
+        raise CheckpointError(f"{json_path} has no resume state")
+    try:
+        vocab = Vocab.from_json(record["vocab"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}") from None
+    weights_path = run_dir / record["weights"]
+    point = ResumePoint(config=config, vocab=vocab, record=record, tensors=read_tensors(run_dir / record["state"]),
+                        weights=read_tensors(weights_path), weights_path=weights_path)
+    _trim_metrics(run_dir / "metrics.jsonl", record["step"])
+    return point
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut off by a kill mid-write
+    write_atomic(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))

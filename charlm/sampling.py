@@ -1,0 +1,101 @@
+"""Turning logits into characters: temperature, top-k, top-p, greedy.
+
+`generate` runs the prime text through the model in one call, then produces
+one character per step from the carried hidden state (the prefix is never run
+again), yielding each character as soon as it exists so callers can stream it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from charlm.errors import CharlmError, VocabularyError
+from charlm.model import CharRNN
+from charlm.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0  # 0 means greedy (always the most likely character)
+    top_k: int | None = None  # keep only the k most likely; None or >= vocab size keeps all
+    top_p: float = 1.0  # keep the smallest set whose probability reaches p
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise CharlmError(f"--temperature must be 0 (greedy) or positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharlmError(f"--top-k must be at least 1, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise CharlmError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def default_prime(vocab: Vocab) -> str:
+    """A newline (samples then start like a fresh line), or the first character the model knows."""
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+
+
+def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
+    """Scale by temperature and mask what top-k / top-p exclude with -inf. logits: (..., V)."""
+    logits = logits / options.temperature
+    vocab_size = logits.shape[-1]
+    if options.top_k is not None and options.top_k < vocab_size:
+        kth_best = torch.topk(logits, options.top_k, dim=-1).values[..., -1:]  # (..., 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if options.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a character when the ones ranked above it already reach top_p;
+        # the most likely one is therefore always kept.
+        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= options.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def pick_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,)."""
+    if options.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits.float(), options), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: SamplingOptions,
+             generator: torch.Generator, stop: str | None = None) -> Iterator[str]:
+    """Up to `length` characters continuing `prime`, as an iterator; it ends early after `stop`.
+
+    The prime text is checked here, before anything is generated, so a bad
+    one fails before any output.
+    """
+    if not prime:
+        raise CharlmError("the prime text (--seed) must not be empty")
+    unknown = vocab.unknown_chars(prime)
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown)
+        raise VocabularyError(f"--seed has characters the model never saw: {shown}; "
+                              "use only characters of its training text")
+    return _generate(model, vocab, prime, length, options, generator, stop)
+
+
+@torch.inference_mode()
+def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: SamplingOptions,
+              generator: torch.Generator, stop: str | None) -> Iterator[str]:
+    device = next(model.parameters()).device
+    model.eval()
+    ids, _ = vocab.encode(prime)
+    logits, hidden = model(ids.to(device).unsqueeze(1))  # (T, 1, V)
+    last = logits[-1]  # (1, V)
+    tail = ""
+    for _ in range(length):
+        next_id = pick_next(last, options, generator)  # (1,)
+        char = vocab.chars[int(next_id)]
+        yield char
+        if stop:
+            tail = (tail + char)[-len(stop):]
+            if tail == stop:
+                return
+        logits, hidden = model(next_id.view(1, 1), hidden)  # (1, 1, V)
+        last = logits[0]

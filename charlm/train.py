@@ -1,0 +1,301 @@
+"""The training loop. It yields progress events; it never prints.
+
+    for event in train(corpus, config, run_dir):
+        render(event)
+
+Each step reads the next window of every stream (see data.py), carries the
+hidden state from the window before (detached: truncated BPTT), clips the
+global gradient norm, sets the learning rate from the schedule and takes an
+AdamW step. Every `eval_every` steps the whole validation text is scored,
+a sample is drawn, and the `last` checkpoint (and `best`, on improvement) is
+written. A stop request (Ctrl-C, SIGTERM) is honoured between steps, after a
+checkpoint, so no step is ever half-saved.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from charlm.checkpoint import append_jsonl, finite_or_none, save_checkpoint, split_optimizer_state
+from charlm.config import TrainConfig
+from charlm.corpus import Corpus
+from charlm.data import check_trainable, epoch_offset, lay_out_streams, split_train_val
+from charlm.errors import CharlmError
+from charlm.evaluate import evaluate_ids
+from charlm.model import CharRNN, ModelSpec, detach_hidden, hidden_to_tensors
+from charlm.resume import TrainState, prepare_run_dir
+from charlm.runtime import capture_rng_state, make_generator, resolve_device, seed_everything
+from charlm.sampling import SamplingOptions, default_prime, generate
+from charlm.schedule import lr_multiplier
+from charlm.vocab import Vocab
+
+# Samples shown during training: a little below 1 keeps them readable early on.
+PREVIEW_TEMPERATURE = 0.8
+
+
+# -- events ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: Path
+    config: TrainConfig
+    corpus: dict
+    device: str
+    vocab_size: int
+    num_parameters: int
+    train_chars: int
+    val_chars: int
+    resumed_from_step: int | None
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    step: int
+    epoch: int
+    progress: float  # 0..1 towards the nearest bound
+    train_loss: float  # mean over the steps since the last report, nats/char
+    lr: float
+    chars_per_second: float
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    step: int
+    val_loss: float
+    val_bits_per_char: float
+    is_best: bool
+    sample: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    step: int
+    reason: str  # max_steps | epochs | time_budget | interrupted
+    best_val_loss: float
+    best_step: int
+    elapsed_seconds: float
+    run_dir: Path
+    skipped_steps: int
+
+
+class NonFiniteLossError(CharlmError):
+    pass
+
+
+def prepare_data(corpus: Corpus, config: TrainConfig, vocab: Vocab | None = None):
+    """Corpus -> (vocab, train ids, val ids), checked to hold at least one batch."""
+    vocab = vocab or Vocab.from_text(corpus.text)
+    ids, _ = vocab.encode(corpus.text)
+    train_ids, val_ids = split_train_val(ids, config.val_frac)
+    check_trainable(len(train_ids), len(val_ids), config.batch_size, config.seq_len)
+    return vocab, train_ids, val_ids
+
+
+def train(corpus: Corpus, config: TrainConfig, run_dir: Path, resume: bool = False,
+          stop_requested: Callable[[], bool] = lambda: False) -> Iterator[object]:
+    """Train a model on the corpus into run_dir, yielding events as it goes."""
+    point = prepare_run_dir(run_dir, resume, corpus, config)
+    config = point.config if point else config
+    device = resolve_device(config.device)
+    vocab, train_ids, val_ids = prepare_data(corpus, config, point.vocab if point else None)
+    seed_everything(config.rng_seed)
+    spec = ModelSpec(vocab_size=vocab.size, cell=config.cell, hidden_size=config.hidden_size,
+                     num_layers=config.num_layers, embedding_size=config.embedding_size,
+                     dropout=config.dropout)
+    model = CharRNN(spec).to(device)
+    optimizer = make_optimizer(model, config)
+    state, hidden = TrainState(), None
+    if point:
+        state, hidden = point.restore(model, optimizer, device)
+    yield RunStarted(run_dir=run_dir, config=config, corpus=corpus.describe(), device=str(device),
+                     vocab_size=vocab.size, num_parameters=model.num_parameters(),
+                     train_chars=len(train_ids), val_chars=len(val_ids),
+                     resumed_from_step=state.step if point else None)
+    loop = _Loop(model, optimizer, config, vocab, train_ids, val_ids, corpus, run_dir, device, state, hidden)
+    yield from loop.run(stop_requested)
+
+
+def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer:
+    # Decay matrices only: decaying biases and gains just fights the data.
+    decayed = [p for p in model.parameters() if p.dim() >= 2]
+    plain = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay},
+              {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class _Loop:
+    def __init__(self, model, optimizer, config, vocab, train_ids, val_ids, corpus, run_dir, device,
+                 state: TrainState, hidden):
+        self.model, self.optimizer, self.config, self.vocab = model, optimizer, config, vocab
+        self.train_ids, self.val_ids, self.corpus = train_ids, val_ids, corpus
+        self.run_dir, self.device, self.state, self.hidden = run_dir, device, state, hidden
+        self.params = [p for p in model.parameters()]
+        self.budget = config.time_budget_seconds
+
+    # progress towards whichever bound is nearest, 0..1
+    def progress(self, windows_per_epoch: int) -> float:
+        c, s = self.config, self.state
+        parts = [0.0]
+        if c.max_steps:
+            parts.append(s.step / c.max_steps)
+        if c.epochs:
+            parts.append((s.epoch + s.window / windows_per_epoch) / c.epochs)
+        if self.budget:
+            parts.append(s.elapsed_seconds / self.budget)
+        return min(max(parts), 1.0)
+
+    def stop_reason(self, windows_per_epoch: int) -> str | None:
+        c, s = self.config, self.state
+        if c.max_steps and s.step >= c.max_steps:
+            return "max_steps"
+        if c.epochs and s.epoch >= c.epochs:
+            return "epochs"
+        if self.budget and s.elapsed_seconds >= self.budget:
+            return "time_budget"
+        return None
+
+    def current_lr(self, progress: float) -> float:
+        c, s = self.config, self.state
+        if s.step >= c.warmup_steps and s.decay_start_progress is None:
+            s.decay_start_progress = progress
+        start = s.decay_start_progress or 0.0
+        decay = (progress - start) / (1.0 - start) if start < 1.0 else 1.0
+        return c.lr * lr_multiplier(c.schedule, s.step, c.warmup_steps, decay, c.min_lr_ratio)
+
+    def run(self, stop_requested: Callable[[], bool]) -> Iterator[object]:
+        c, s = self.config, self.state
+        layout = lay_out_streams(self.train_ids, c.batch_size, c.seq_len,
+                                 epoch_offset(s.epoch, c.seq_len, c.rng_seed))
+        clock = time.monotonic()
+        report_clock, report_chars = clock, s.chars_seen
+        loss_sum = torch.zeros((), device=self.device)
+        loss_count, evaluated_at, reason = 0, s.step if s.step else -1, None
+        self.model.train()
+        while True:
+            reason = self.stop_reason(layout.num_windows)
+            if reason is None and stop_requested():
+                reason = "interrupted"
+            if reason:
+                break
+            if s.window >= layout.num_windows:  # epoch boundary: new offset, fresh state
+                s.epoch, s.window, self.hidden = s.epoch + 1, 0, None
+                layout = lay_out_streams(self.train_ids, c.batch_size, c.seq_len,
+                                         epoch_offset(s.epoch, c.seq_len, c.rng_seed))
+                continue
+            lr = self.current_lr(self.progress(layout.num_windows))
+            loss = self.train_step(*layout.window(s.window), lr)
+            s.window += 1
+            now = time.monotonic()
+            s.elapsed_seconds += now - clock  # wall-clock, evaluation included
+            clock = now
+            if loss is not None:
+                loss_sum += loss
+                loss_count += 1
+            if s.step % c.log_every == 0 and loss_count:
+                yield StepProgress(step=s.step, epoch=s.epoch, progress=self.progress(layout.num_windows),
+                                   train_loss=float(loss_sum) / loss_count, lr=lr,
+                                   chars_per_second=(s.chars_seen - report_chars) / max(now - report_clock, 1e-9),
+                                   elapsed_seconds=s.elapsed_seconds)
+                self.log({"step": s.step, "epoch": s.epoch, "train_loss": float(loss_sum) / loss_count, "lr": lr,
+                          "elapsed_seconds": round(s.elapsed_seconds, 3)})
+                loss_sum.zero_()
+                loss_count, report_clock, report_chars = 0, now, s.chars_seen
+            if s.step % c.eval_every == 0 and s.step != evaluated_at:
+                eval_started = time.monotonic()
+                yield self.evaluate_and_save()
+                evaluated_at = s.step
+                report_clock += time.monotonic() - eval_started  # chars/s measures training alone
+        if s.step != evaluated_at and s.step > 0:
+            if reason == "interrupted":  # save now; a full validation pass can wait
+                self.save_last(self.checkpoint_meta(None))
+            else:
+                yield self.evaluate_and_save()
+        yield RunFinished(step=s.step, reason=reason, best_val_loss=s.best_val_loss or float("nan"),
+                          best_step=s.best_step, elapsed_seconds=s.elapsed_seconds, run_dir=self.run_dir,
+                          skipped_steps=s.skipped_steps)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor | None:
+        """One optimiser step on window (x, y), both (T, B). Returns the loss, or None if skipped."""
+        c, s = self.config, self.state
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        logits, hidden = self.model(x, self.hidden)  # (T, B, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # clip_grad_norm_ with an infinite bound measures without clipping.
+        norm = torch.nn.utils.clip_grad_norm_(self.params, c.clip if c.clip > 0 else math.inf)
+        self.hidden = detach_hidden(hidden)
+        s.chars_seen += x.numel()
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            # A non-finite step would poison every weight: skip it, keep count.
+            s.skipped_steps += 1
+            s.nonfinite_in_a_row += 1
+            self.hidden = None
+            if s.nonfinite_in_a_row >= c.max_nonfinite_steps:
+                raise NonFiniteLossError(
+                    f"loss or gradient was NaN/inf for {s.nonfinite_in_a_row} steps in a row at step {s.step}; "
+                    f"the learning rate ({c.lr:g}) is probably too high; the last good checkpoint is in {self.run_dir}"
+                )
+            return None
+        s.nonfinite_in_a_row = 0
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        s.step += 1
+        return loss.detach()
+
+    def evaluate_and_save(self) -> Evaluated:
+        c, s = self.config, self.state
+        stats = evaluate_ids(self.model, self.val_ids, self.device)
+        is_best = s.best_val_loss is None or stats.nats_per_char < s.best_val_loss
+        if is_best:
+            s.best_val_loss, s.best_step = stats.nats_per_char, s.step
+        sample = ""
+        if c.sample_length:
+            generator = make_generator(c.rng_seed + s.step, self.device)
+            sample = "".join(generate(self.model, self.vocab, default_prime(self.vocab), c.sample_length,
+                                      SamplingOptions(temperature=PREVIEW_TEMPERATURE), generator))
+            self.model.train()
+        self.log({"step": s.step, "epoch": s.epoch, "val_loss": stats.nats_per_char,
+                  "val_bits_per_char": stats.bits_per_char, "elapsed_seconds": round(s.elapsed_seconds, 3)})
+        meta = self.checkpoint_meta(stats.nats_per_char)
+        if is_best:
+            save_checkpoint(self.run_dir, "best", self.model, meta)
+        self.save_last(meta)
+        return Evaluated(step=s.step, val_loss=stats.nats_per_char, val_bits_per_char=stats.bits_per_char,
+                         is_best=is_best, sample=sample)
+
+    def save_last(self, meta: dict) -> None:
+        save_checkpoint(self.run_dir, "last", self.model, dict(meta, trainer=self.trainer_meta()),
+                        resume_tensors=self.resume_tensors())
+
+    def log(self, record: dict) -> None:
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+
+    def checkpoint_meta(self, val_loss: float | None) -> dict:
+        s = self.state
+        return {"model": self.model.spec.to_dict(), "vocab": self.vocab.to_json(), "config": self.config.to_dict(),
+                "corpus": self.corpus.describe(),
+                "split": {"train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
+                "step": s.step, "epoch": s.epoch, "val_loss": finite_or_none(val_loss),
+                "best_val_loss": finite_or_none(s.best_val_loss), "best_step": s.best_step}
+
+    def trainer_meta(self) -> dict:
+        _, optimizer_info = split_optimizer_state(self.optimizer.state_dict())
+        return {"state": asdict(self.state), "optimizer": optimizer_info}
+
+    def resume_tensors(self) -> dict[str, torch.Tensor]:
+        tensors, _ = split_optimizer_state(self.optimizer.state_dict())
+        tensors.update({f"rng.{k}": v for k, v in capture_rng_state().items()})
+        tensors.update({f"hidden.{k}": v for k, v in hidden_to_tensors(self.hidden).items()})
+        return tensors

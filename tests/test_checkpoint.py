@@ -1,0 +1,128 @@
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from charlm.checkpoint import (find_latest_run, join_optimizer_state, load_checkpoint, save_checkpoint,
+                               split_optimizer_state, write_atomic)
+from charlm.config import TrainConfig
+from charlm.errors import CheckpointError, RunDirectoryError
+from charlm.model import CharRNN, ModelSpec
+from charlm.vocab import Vocab
+
+
+def _save(run_dir, kind="last", seed=0):
+    torch.manual_seed(seed)
+    vocab = Vocab.from_text("abcdefg")
+    model = CharRNN(ModelSpec(vocab_size=vocab.size, cell="gru", hidden_size=8, num_layers=2, embedding_size=4))
+    meta = {"model": model.spec.to_dict(), "vocab": vocab.to_json(), "config": TrainConfig().to_dict(), "step": 7,
+            "corpus": {"path": "x", "sha256": "0"}}
+    run_dir.mkdir(exist_ok=True)
+    save_checkpoint(run_dir, kind, model, meta)
+    return model
+
+
+def test_save_then_load_gives_identical_logits(tmp_path):
+    model = _save(tmp_path / "run").eval()
+    loaded = load_checkpoint(tmp_path / "run")
+    x = torch.randint(7, (12, 3))
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], loaded.model(x)[0])
+    assert loaded.vocab.chars == tuple("abcdefg") and loaded.record["step"] == 7
+
+
+def test_old_files_are_removed_once_the_json_moves_on(tmp_path):
+    run = tmp_path / "run"
+    _save(run)
+    record = json.loads((run / "last.json").read_text())
+    record["step"] = 8
+    model = load_checkpoint(run).model
+    save_checkpoint(run, "last", model, {k: v for k, v in record.items() if k not in ("weights", "kind")})
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["weights-last-00000008.safetensors"]
+
+
+def test_optimizer_state_round_trips_through_tensors_and_json():
+    model = CharRNN(ModelSpec(vocab_size=5, hidden_size=4, num_layers=1, embedding_size=2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randint(5, (3, 2)))[0].sum().backward()
+    optimizer.step()
+    tensors, info = split_optimizer_state(optimizer.state_dict())
+    info = json.loads(json.dumps(info))
+    fresh = torch.optim.AdamW(model.parameters(), lr=0.1)
+    fresh.load_state_dict(join_optimizer_state(tensors, info))
+    for a, b in zip(optimizer.state.values(), fresh.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_pickle_payload_is_never_executed(tmp_path):
+    run = tmp_path / "run"
+    _save(run)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    weights = run / json.loads((run / "last.json").read_text())["weights"]
+    weights.write_bytes(pickle.dumps(Payload()))
+    torch.save({"x": Payload()}, run / "state-00000007.safetensors")
+    with pytest.raises(CheckpointError, match="damaged or not a safetensors"):
+        load_checkpoint(run)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda run: (run / "last.json").write_text("{not json"), "not valid JSON"),
+    (lambda run: _edit(run, format_version=99), "format version 99"),
+    (lambda run: _edit(run, format="other"), "not a charlm checkpoint"),
+    (lambda run: _truncate_weights(run), "damaged or not a safetensors"),
+    (lambda run: _edit(run, weights="weights-gone.safetensors"), "which is missing"),
+    (lambda run: _edit(run, model=dict(_record(run)["model"], hidden_size=16)), "does not match the model|shape"),
+    (lambda run: _edit(run, model=dict(_record(run)["model"], num_layers=3)), "missing rnn.bias_hh_l2, .*rnn.weight_ih_l2"),
+    (lambda run: _edit(run, model=dict(_record(run)["model"], num_layers=1)), "unexpected rnn.bias_hh_l1, .*rnn.weight_hh_l1"),
+])
+def test_damaged_checkpoints_get_one_line_errors(tmp_path, damage, words):
+    run = tmp_path / "run"
+    _save(run)
+    damage(run)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_checkpoint(run)
+    assert "\n" not in str(info.value)
+
+
+def _record(run):
+    return json.loads((run / "last.json").read_text())
+
+
+def _edit(run, **changes):
+    (run / "last.json").write_text(json.dumps(dict(_record(run), **changes)))
+
+
+def _truncate_weights(run):
+    path = run / _record(run)["weights"]
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    write_atomic(path, b"old")
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunDirectoryError, match="No space left"):
+        write_atomic(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_latest_run_and_empty_root(tmp_path):
+    with pytest.raises(CheckpointError, match="no trained runs"):
+        find_latest_run(tmp_path)
+    _save(tmp_path / "one")
+    _save(tmp_path / "two")
+    os.utime(tmp_path / "one" / "last.json", (1e9, 1e9))
+    assert find_latest_run(tmp_path) == tmp_path / "two"

@@ -1,0 +1,67 @@
+import dataclasses
+
+import pytest
+
+from charlm.config import TrainConfig, build_config, load_config_file, parse_duration
+from charlm.errors import ConfigError
+from conftest import REPO
+
+
+def test_default_toml_spells_out_the_dataclass_defaults():
+    assert build_config(load_config_file(REPO / "configs" / "default.toml")) == TrainConfig()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_preset_loads(path):
+    config = build_config(load_config_file(path))
+    assert config.max_steps or config.epochs or config.time_budget
+
+
+def test_flags_override_the_file_which_overrides_defaults():
+    config = build_config({"hidden_size": 64, "lr": 0.1}, {"lr": 0.5})
+    assert (config.hidden_size, config.lr, config.num_layers) == (64, 0.5, TrainConfig().num_layers)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown config key 'hiden_size'"):
+        build_config({"hiden_size": 3})
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("cell", "transformer", "cell .--cell. must be one of rnn, lstm, gru"),
+    ("hidden_size", 0, "hidden_size .--hidden-size. must be >= 1"),
+    ("batch_size", -2, "batch_size"),
+    ("val_frac", 0.0, "val_frac .--val-frac. must be > 0"),
+    ("val_frac", 1.0, "must be < 1"),
+    ("dropout", 1.0, "dropout"),
+    ("lr", "fast", "lr .--lr. must be a number"),
+    ("seq_len", 1.5, "must be a whole number"),
+    ("normalize_newlines", 1, "true or false"),
+    ("time_budget", "soon", "time budget 'soon'"),
+    ("lr", float("nan"), "finite"),
+])
+def test_bad_values_name_the_key(key, value, words):
+    with pytest.raises(ConfigError, match=words):
+        build_config({key: value})
+
+
+def test_some_bound_is_required():
+    with pytest.raises(ConfigError, match="no stopping bound"):
+        build_config({"time_budget": "none"})
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("5m", 300), ("1h", 3600), ("1.5h", 5400), ("300", 300)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_malformed_toml_is_one_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("hidden_size = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config_file(path)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().lr = 1.0

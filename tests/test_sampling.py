@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from charlm.errors import CharlmError, VocabularyError
+from charlm.model import CharRNN, ModelSpec
+from charlm.sampling import SamplingOptions, filter_logits, generate, pick_next
+from charlm.vocab import Vocab
+
+
+def _model(vocab_size=6, seed=0):
+    torch.manual_seed(seed)
+    return CharRNN(ModelSpec(vocab_size=vocab_size, hidden_size=8, num_layers=1, embedding_size=4)).eval()
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, SamplingOptions(top_k=2)))
+    assert kept.tolist() == [[False, True, False, True, False]]
+    # k at or above the vocabulary size keeps everything
+    assert torch.isfinite(filter_logits(logits, SamplingOptions(top_k=99))).all()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(filter_logits(logits, SamplingOptions(top_p=p))).tolist()[0]
+    assert kept(0.5) == [True, False, False, False]
+    assert kept(0.6) == [True, True, False, False]
+    assert kept(0.95) == [True, True, True, False]
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(0.01) == [True, False, False, False]  # the most likely always survives
+
+
+def test_temperature_scales_and_zero_is_greedy():
+    logits = torch.tensor([[1.0, 2.0, 0.5]])
+    torch.testing.assert_close(filter_logits(logits, SamplingOptions(temperature=0.5)), logits * 2)
+    generator = torch.Generator().manual_seed(0)
+    picks = {int(pick_next(logits, SamplingOptions(temperature=0), generator)) for _ in range(20)}
+    assert picks == {1}
+
+
+def test_low_temperature_concentrates_and_high_spreads():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    generator = torch.Generator().manual_seed(0)
+    cold = [int(pick_next(logits, SamplingOptions(temperature=0.05), generator)) for _ in range(200)]
+    hot = [int(pick_next(logits, SamplingOptions(temperature=5.0), generator)) for _ in range(200)]
+    assert cold.count(0) == 200 and len(set(hot)) == 3
+
+
+@pytest.mark.parametrize("options", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=0)])
+def test_bad_options_are_refused(options):
+    with pytest.raises(CharlmError):
+        SamplingOptions(**options)
+
+
+def test_fixed_seed_is_reproducible_and_seeds_differ():
+    vocab, model = Vocab.from_text("abcdef"), _model()
+    run = lambda seed: "".join(generate(model, vocab, "ab", 50, SamplingOptions(),
+                                        torch.Generator().manual_seed(seed)))
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+    assert len(run(3)) == 50
+
+
+def test_carried_state_equals_rerunning_the_prefix():
+    vocab, model = Vocab.from_text("abcdef"), _model()
+    text = "abc" + "".join(generate(model, vocab, "abc", 12, SamplingOptions(temperature=0), torch.Generator()))
+    # greedy continuation: each character must be the argmax given the whole prefix
+    ids, _ = vocab.encode(text)
+    with torch.no_grad():
+        logits, _ = model(ids.unsqueeze(1))
+    assert logits[2:-1, 0].argmax(-1).tolist() == ids[3:].tolist()
+
+
+def test_stop_string_ends_the_sample():
+    vocab, model = Vocab.from_text("ab"), _model(vocab_size=2)
+    out = "".join(generate(model, vocab, "a", 1000, SamplingOptions(), torch.Generator().manual_seed(1), stop="ab"))
+    assert out.endswith("ab") or len(out) == 1000
+    assert "ab" not in out[:-1] or out.index("ab") == len(out) - 2
+
+
+def test_prime_errors_come_before_any_output():
+    vocab, model = Vocab.from_text("abc"), _model(vocab_size=3)
+    with pytest.raises(VocabularyError, match="'z'"):
+        generate(model, vocab, "abz", 5, SamplingOptions(), torch.Generator())

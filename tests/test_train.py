@@ -1,0 +1,127 @@
+import json
+
+import pytest
+import torch
+
+import charlm.train as train_module
+from charlm.checkpoint import load_checkpoint, read_tensors
+from charlm.corpus import read_corpus
+from charlm.errors import CorpusError, RunDirectoryError
+from charlm.sampling import SamplingOptions, generate
+from charlm.train import Evaluated, NonFiniteLossError, RunFinished, RunStarted, StepProgress, train
+
+PHRASE = "to be or not to be, that is the question. "
+
+
+def _events(corpus_path, config, run_dir, **kwargs):
+    return list(train(read_corpus(corpus_path), config, run_dir, **kwargs))
+
+
+def test_memorises_a_repeated_string_then_greedily_reproduces_it(tmp_path, text_file, tiny_config):
+    config = tiny_config.replace(hidden_size=64, max_steps=250, eval_every=250, warmup_steps=10,
+                                 seq_len=32, batch_size=8, min_lr_ratio=0.3)
+    events = _events(text_file(PHRASE * 120), config, tmp_path / "run")
+    losses = [e.train_loss for e in events if isinstance(e, StepProgress)]
+    assert losses[-1] < 0.05 < losses[0]
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.reason == "max_steps" and finished.step == 250
+    loaded = load_checkpoint(tmp_path / "run")
+    out = "".join(generate(loaded.model, loaded.vocab, "to be or", 2 * len(PHRASE),
+                           SamplingOptions(temperature=0), torch.Generator()))
+    assert ("to be or" + out).startswith((PHRASE * 3)[: 2 * len(PHRASE)])
+
+
+def test_events_metrics_and_checkpoints(tmp_path, text_file, tiny_config):
+    run = tmp_path / "run"
+    events = _events(text_file(), tiny_config, run)
+    assert isinstance(events[0], RunStarted) and events[0].resumed_from_step is None
+    evals = [e for e in events if isinstance(e, Evaluated)]
+    assert [e.step for e in evals] == [15, 30] and evals[0].is_best and len(evals[0].sample) == 20
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "val_loss" in r] == [15, 30]
+    assert [r["step"] for r in lines if "train_loss" in r] == [5, 10, 15, 20, 25, 30]
+    assert {p.name for p in run.iterdir()} >= {"best.json", "last.json", "metrics.jsonl"}
+    record = json.loads((run / "last.json").read_text())
+    assert record["corpus"]["sha256"] and record["config"]["hidden_size"] == 32 and record["step"] == 30
+
+
+def _weights(run_dir):
+    record = json.loads((run_dir / "last.json").read_text())
+    return read_tensors(run_dir / record["weights"]), record
+
+
+def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path, text_file, tiny_config):
+    config = tiny_config.replace(num_layers=2, dropout=0.2, max_steps=40, eval_every=10)
+    corpus = text_file()
+    _events(corpus, config, tmp_path / "straight")
+
+    polls = iter(range(10**6))
+    run = tmp_path / "resumed"
+    events = _events(corpus, config, run, stop_requested=lambda: next(polls) >= 13)
+    interrupted = events[-1]
+    assert interrupted.reason == "interrupted"
+    _, record = _weights(run)
+    assert record["step"] == interrupted.step < 40
+    events = _events(corpus, config, run, resume=True)
+    assert events[0].resumed_from_step == interrupted.step and events[-1].step == 40
+    straight, _ = _weights(tmp_path / "straight")
+    resumed, _ = _weights(run)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for kind in ("train_loss", "val_loss"):  # appended across the interruption, never repeated
+        steps = [r["step"] for r in records if kind in r]
+        assert steps == sorted(set(steps))
+    assert [r["step"] for r in records if "train_loss" in r] == list(range(5, 41, 5))
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, text_file, tiny_config, monkeypatch):
+    real = train_module.F.cross_entropy
+    calls = []
+
+    def sometimes_nan(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) in (3, 4) else loss
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", sometimes_nan)
+    events = _events(text_file(), tiny_config, tmp_path / "run")
+    assert events[-1].skipped_steps == 2 and events[-1].step == 30
+    weights, _ = _weights(tmp_path / "run")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_run_of_non_finite_steps_stops_with_advice(tmp_path, text_file, tiny_config, monkeypatch):
+    real = train_module.F.cross_entropy
+    calls = []
+
+    def nan_after_20(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) * (float("nan") if len(calls) > 20 else 1.0)
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", nan_after_20)
+    with pytest.raises(NonFiniteLossError, match="learning rate"):
+        _events(text_file(), tiny_config.replace(max_steps=60, max_nonfinite_steps=5), tmp_path / "run")
+    weights, record = _weights(tmp_path / "run")  # the step-15 checkpoint survives, finite
+    assert record["step"] == 15 and all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_time_budget_ends_the_run_with_the_lr_at_its_floor(tmp_path, text_file, tiny_config):
+    config = tiny_config.replace(max_steps=None, time_budget="2s", eval_every=10_000, log_every=1,
+                                 warmup_steps=2, min_lr_ratio=0.25)
+    events = _events(text_file(), config, tmp_path / "run")
+    assert events[-1].reason == "time_budget" and events[-1].elapsed_seconds >= 2
+    lrs = [e.lr for e in events if isinstance(e, StepProgress)]
+    assert lrs[-1] == pytest.approx(config.lr * 0.25, rel=0.05)
+    assert max(lrs) == pytest.approx(config.lr, rel=0.05)
+
+
+def test_refuses_to_overwrite_and_to_train_on_too_little(tmp_path, text_file, tiny_config):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirectoryError, match="already exists"):
+        _events(text_file(), tiny_config, run)
+    assert (run / "notes.txt").read_text() == "mine"
+    with pytest.raises(CorpusError, match="too short"):
+        _events(text_file("short text " * 3), tiny_config, tmp_path / "other")
