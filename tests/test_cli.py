@@ -1,0 +1,191 @@
+"""The command line end to end: the real entry point, and a one-line answer to every bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charlm.cli import app
+from conftest import REPO
+
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+
+
+def charlm(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_sample_eval_through_the_real_entry_point(tmp_path):
+    (tmp_path / "fox.txt").write_text(TEXT)
+    trained = charlm("train", "fox.txt", "--config", REPO / "configs" / "tiny.toml", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert 'cell = "lstm"' in trained.stdout  # the resolved config is printed
+    assert "best val" in trained.stdout and "checkpoints/fox" in trained.stdout
+    assert (tmp_path / "checkpoints" / "fox" / "best.json").is_file()
+
+    args = ("sample", "--seed", "the ", "--length", "60", "--rng-seed", "7")
+    first, second = charlm(*args, cwd=tmp_path), charlm(*args, cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    assert first.stdout.startswith("the ") and len(first.stdout) == len("the ") + 60 + 1
+
+    scored = charlm("eval", "--json", cwd=tmp_path)
+    figures = json.loads(scored.stdout)
+    assert figures["characters"] == int(round(len(TEXT) * 0.1)) - 1
+    assert abs(figures["bits_per_char"] - figures["nats_per_char"] / 0.6931471805599453) < 1e-9
+    on_file = json.loads(charlm("eval", "fox.txt", "--checkpoint", "checkpoints/fox", "--json", cwd=tmp_path).stdout)
+    assert on_file["characters"] == len(TEXT) - 1
+
+
+def test_console_script_is_installed():
+    script = shutil.which("charlm") or str(Path(sys.executable).parent / "charlm")
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "train" in done.stdout and "sample" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny trained run directory, made once through the library."""
+    from charlm.config import build_config, load_config_file
+    from charlm.corpus import read_corpus
+    from charlm.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "fox.txt").write_text(TEXT)
+    config = build_config(load_config_file(REPO / "configs" / "tiny.toml"), {"device": "cpu"})
+    for _ in train(read_corpus(root / "fox.txt"), config, root / "run"):
+        pass
+    return root
+
+
+def test_sample_streams_characters_as_they_are_made(trained_run):
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "sample", "--checkpoint", trained_run / "run",
+                             "--length", "1000000", "--seed", "the"], stdout=subprocess.PIPE)
+    try:
+        first = proc.stdout.read(20)
+        assert len(first) == 20 and proc.poll() is None  # output arrived while still generating
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_skip_unknown_scores_the_rest(trained_run, tmp_path):
+    (tmp_path / "odd.txt").write_text("the fox€ jumps§ over")
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "odd.txt"), "--checkpoint",
+                                      str(trained_run / "run"), "--skip-unknown", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["skipped"] == 2 and figures["characters"] == len("the fox jumps over") - 1
+
+
+def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("crlf.txt").write_bytes(b"\xef\xbb\xbf" + TEXT.replace("\n", "\r\n").encode())
+    result = CliRunner().invoke(app, ["train", "crlf.txt", "--config", str(REPO / "configs" / "tiny.toml"),
+                                      "--max-steps", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    vocab = json.loads(Path("checkpoints/crlf/last.json").read_text())["vocab"]
+    assert "\r" in vocab and "\ufeff" not in vocab
+
+
+def _setup_run(trained_run, tmp_path, damage=None):
+    shutil.copytree(trained_run / "run", tmp_path / "checkpoints" / "fox")
+    shutil.copy(trained_run / "fox.txt", tmp_path / "fox.txt")
+    run = tmp_path / "checkpoints" / "fox"
+    record = json.loads((run / "best.json").read_text())
+    if damage == "truncate":
+        weights = run / record["weights"]
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "json":
+        (run / "best.json").write_text('{"format": "charlm-checkpoint", ')
+    elif damage == "version":
+        (run / "best.json").write_text(json.dumps(dict(record, format_version=0)))
+    elif damage == "corpus-gone":
+        (tmp_path / "fox.txt").unlink()
+    elif damage == "corpus-changed":
+        (tmp_path / "fox.txt").write_text(TEXT + "more")
+    # the recorded corpus path points at the copy in this directory
+    for name in ("best.json", "last.json"):
+        path = run / name
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            continue
+        data["corpus"]["path"] = str(tmp_path / "fox.txt")
+        path.write_text(json.dumps(data))
+
+
+TINY = str(REPO / "configs" / "tiny.toml")
+
+# (name, files to create, command line, setup of a trained run, words the message must contain)
+BAD_INPUTS = [
+    ("missing file", {}, ["train", "nope.txt"], None, "does not exist"),
+    ("directory as file", {"adir/x.txt": "x"}, ["train", "adir"], None, "is a directory"),
+    ("empty file", {"e.txt": ""}, ["train", "e.txt"], None, "is empty"),
+    ("whitespace only", {"w.txt": " \n\t\n"}, ["train", "w.txt"], None, "only whitespace"),
+    ("not utf-8", {"b.txt": b"abc\xff\xfe"}, ["train", "b.txt"], None, "byte 0xff at offset 3"),
+    ("shorter than one batch", {"s.txt": "tiny text"}, ["train", "s.txt", "--config", TINY], None, "too short"),
+    ("val-frac 0", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "0"], None, "val_frac"),
+    ("val-frac 1", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "1"], None, "val_frac"),
+    ("val-frac negative", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "-0.2"], None, "val_frac"),
+    ("seq-len 0", {"c.txt": TEXT}, ["train", "c.txt", "--seq-len", "0"], None, "seq_len"),
+    ("batch-size negative", {"c.txt": TEXT}, ["train", "c.txt", "--batch-size", "-4"], None, "batch_size"),
+    ("hidden-size 0", {"c.txt": TEXT}, ["train", "c.txt", "--hidden-size", "0"], None, "hidden_size"),
+    ("unknown cell", {"c.txt": TEXT}, ["train", "c.txt", "--cell", "transformer"], None, "must be one of rnn, lstm, gru"),
+    ("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None, "time budget 'soon'"),
+    ("unknown config key", {"c.txt": TEXT, "k.toml": "hiden_size = 3\n"}, ["train", "c.txt", "--config", "k.toml"],
+     None, "unknown config key 'hiden_size'"),
+    ("malformed toml", {"c.txt": TEXT, "m.toml": "lr = = 1\n"}, ["train", "c.txt", "--config", "m.toml"], None,
+     "not valid TOML"),
+    ("missing config", {"c.txt": TEXT}, ["train", "c.txt", "--config", "nope.toml"], None, "not found"),
+    ("resume with no run", {"c.txt": TEXT}, ["train", "c.txt", "--resume"], None, "nothing to resume"),
+    ("existing run without resume", {}, ["train", "fox.txt", "--config", TINY], "ok", "already exists"),
+    ("checkpoint missing", {}, ["sample", "--checkpoint", "nowhere"], None, "does not exist"),
+    ("no runs yet", {}, ["sample"], None, "no trained runs"),
+    ("truncated weights", {}, ["sample"], "truncate", "damaged"),
+    ("corrupted json", {}, ["sample"], "json", "not valid JSON"),
+    ("wrong version", {}, ["eval"], "version", "format version 0"),
+    ("prime out of vocabulary", {}, ["sample", "--seed", "the €"], "ok", "'€'"),
+    ("negative temperature", {}, ["sample", "--temperature", "-1"], "ok", "--temperature"),
+    ("top-p zero", {}, ["sample", "--top-p", "0"], "ok", "--top-p"),
+    ("top-p above one", {}, ["sample", "--top-p", "1.5"], "ok", "--top-p"),
+    ("top-k zero", {}, ["sample", "--top-k", "0"], "ok", "--top-k"),
+    ("negative length", {}, ["sample", "--length", "-5"], "ok", "--length"),
+    ("eval unknown characters", {"odd.txt": "the fox€"}, ["eval", "odd.txt"], "ok", "--skip-unknown"),
+    ("eval missing file", {}, ["eval", "gone.txt"], "ok", "does not exist"),
+    ("eval corpus gone", {}, ["eval"], "corpus-gone", "is gone"),
+    ("eval corpus changed", {}, ["eval"], "corpus-changed", "has changed"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append(("cuda without cuda", {"c.txt": TEXT}, ["train", "c.txt", "--device", "cuda"], None, "no CUDA"))
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name, files, argv, run_setup, words", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_one_line_and_changes_nothing(name, files, argv, run_setup, words, tmp_path, monkeypatch,
+                                                     trained_run):
+    monkeypatch.chdir(tmp_path)
+    for rel, content in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if run_setup:
+        _setup_run(trained_run, tmp_path, run_setup)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlm: error: "), result.stderr
+    assert words in lines[0]
+    assert "Traceback" not in result.output
+    assert _snapshot(tmp_path) == before  # nothing written, nothing overwritten
