@@ -205,4 +205,14 @@ def evaluate(
 
 
 def main() -> None:
-    app()
+    """Entry point. Usage errors are reported in one line too, with Typer's exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:  # click's (or Typer's vendored click's) UsageError and kin
+        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            raise
+        command = getattr(getattr(exc, "ctx", None), "command_path", "charlm")
+        if exc.format_message():  # empty when the help was shown for a bare `charlm`
+            typer.echo(f"charlm: error: {exc.format_message()} (see: {command} --help)", err=True)
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -189,3 +189,14 @@ def test_bad_input_gets_one_line_and_changes_nothing(name, files, argv, run_setu
     assert words in lines[0]
     assert "Traceback" not in result.output
     assert _snapshot(tmp_path) == before  # nothing written, nothing overwritten
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--hidden-size", "abc"], "--hidden-size"),
+    (["train", "--bogus"], "No such option: --bogus"),
+    (["sample", "--top-k"], "--top-k"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
+    done = charlm(*argv, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
