@@ -23,7 +23,7 @@ DEFAULT_CORPUS_MAX_BYTES = 4_000_000
 # Tests, demos and vendored code would teach the model other things than the
 # library's own style, so they are left out.
 _SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__",
-                 "lib2to3", "turtledemo", "tkinter", "ensurepip", "venv"}
+                 "lib2to3", "turtledemo", "tkinter", "ensurepip", "venv", "encodings", "pydoc_data"}
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,14 @@ def test_time_budget_ends_the_run_with_the_lr_at_its_floor(tmp_path, text_file, 
                                  warmup_steps=2, min_lr_ratio=0.25)
     events = _events(text_file(), config, tmp_path / "run")
     assert events[-1].reason == "time_budget" and events[-1].elapsed_seconds >= 2
-    lrs = [e.lr for e in events if isinstance(e, StepProgress)]
-    assert lrs[-1] == pytest.approx(config.lr * 0.25, rel=0.05)
+    reports = [e for e in events if isinstance(e, StepProgress)]
+    lrs = [e.lr for e in reports]
     assert max(lrs) == pytest.approx(config.lr, rel=0.05)
+    # the decay follows the clock: the last step, close to the end of the budget, is close to the floor
+    # (how close depends on how long a step takes on a busy machine)
+    last = reports[-1]
+    assert last.progress > 0.8 and lrs[-1] < 0.4 * config.lr
+    assert lrs[-1] >= config.lr * 0.25 and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
 
 
 def test_refuses_to_overwrite_and_to_train_on_too_little(tmp_path, text_file, tiny_config):

@@ -1,0 +1,83 @@
+"""Shared pieces of the benchmarks: machine facts, the matmul peak, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHAKESPEARE = REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def machine_facts() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    facts = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch": torch.__version__,
+             "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+             "mkldnn": torch.backends.mkldnn.is_available(), "python": sys.version.split()[0],
+             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return facts
+
+
+def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32,
+                       device: str = "cpu") -> float:
+    """Achieved GFLOP/s of torch.matmul on large square matrices: this machine's practical peak."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    for _ in range(2):
+        torch.matmul(a, b)
+    _sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        count += 1
+    _sync(device)
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rate(work: float, fn: Callable[[], None], device: str = "cpu") -> float:
+    """work units per second of one call of fn."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return work / (time.perf_counter() - start)
+
+
+def interleaved(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, dict]:
+    """Run each candidate once per round, alternating, so drift and noise hit all alike.
+
+    Each callable returns a rate; the result holds the median and every round.
+    """
+    results: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            results[name].append(fn())
+    return {name: {"median": statistics.median(values), "rounds": [round(v, 1) for v in values]}
+            for name, values in results.items()}
+
+
+def emit(result: dict, out: str | None) -> None:
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
