@@ -102,3 +102,34 @@ def iter_windows(ids: torch.Tensor, seq_len: int) -> Iterator[tuple[torch.Tensor
     for start in range(0, len(ids) - 1, seq_len):
         stop = min(start + seq_len, len(ids) - 1)
         yield ids[start:stop].unsqueeze(1), ids[start + 1: stop + 1].unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    """The text cut into S equal streams for a batched evaluation pass.
+
+    inputs/targets are (span, S): column s predicts ids[s*span + 1 ...] from
+    ids[s*span ...]; targets past the end of the text are -1 (not scored).
+    burn_in is (W, S-1): the W characters before the start of streams 1..S-1,
+    run first (unscored) so each of those streams starts with a hidden state
+    that has read real preceding text, not zeros. Stream 0 starts at the
+    beginning of the text with a zero state, exactly as a single pass would.
+    """
+
+    inputs: torch.Tensor  # (span, S)
+    targets: torch.Tensor  # (span, S), -1 where nothing is scored
+    burn_in: torch.Tensor  # (W, S-1)
+
+
+def lay_out_eval_streams(ids: torch.Tensor, streams: int, burn_in: int) -> EvalLayout:
+    """Split ids into `streams` contiguous streams; needs span >= burn_in (checked)."""
+    n_targets = len(ids) - 1
+    span = -(-n_targets // streams)
+    if streams > 1 and span < burn_in:
+        raise ValueError(f"streams of {span} characters are shorter than the burn-in of {burn_in}")
+    pad = streams * span - n_targets
+    inputs = torch.cat([ids[:-1], ids.new_zeros(pad)]).view(streams, span).t().contiguous()
+    targets = torch.cat([ids[1:], ids.new_full((pad,), -1)]).view(streams, span).t().contiguous()
+    starts = torch.arange(1, streams) * span  # (S-1,)
+    burn = ids[starts.unsqueeze(0) - burn_in + torch.arange(burn_in).unsqueeze(1)]  # (W, S-1)
+    return EvalLayout(inputs=inputs, targets=targets, burn_in=burn)

@@ -1,9 +1,17 @@
 """Deterministic evaluation: cross-entropy, bits per character and perplexity.
 
-The text is read as one stream from its first character to its last, with the
-hidden state carried across the whole of it, so every character is predicted
-from everything before it, exactly as when sampling. The result does not
-depend on a batch size or on where windows happen to start.
+Two passes give the same figure to within noise, and both are deterministic:
+
+- exact (streams=1): the text is one stream from its first character to its
+  last, the hidden state carried across all of it. Sequential, so slow: on a
+  CPU a single stream cannot use more than a matrix-vector product per step.
+- batched (the default for long texts): the text is cut into S contiguous
+  streams scored side by side, and each stream (but the first, which starts
+  at the text's start) first reads the BURN_IN characters before it, unscored,
+  so every character is still predicted from at least that much real context.
+  A char-RNN's memory fades long before 1,024 characters, so this matches the
+  exact pass closely (tests/test_evaluate.py and bench/eval_throughput.py
+  measure the difference) at several times the speed.
 """
 
 from __future__ import annotations
@@ -17,13 +25,21 @@ import torch.nn.functional as F
 
 from charlm.checkpoint import Checkpoint
 from charlm.corpus import read_corpus
-from charlm.data import iter_windows, split_train_val
+from charlm.data import iter_windows, lay_out_eval_streams, split_train_val
 from charlm.errors import CorpusError, VocabularyError
 from charlm.model import CharRNN
 
 # Long chunks amortise per-call overhead; the hidden state crosses chunk
 # boundaries, so the chunk length does not change the result.
 EVAL_CHUNK_LEN = 4096
+BATCHED_CHUNK_LEN = 512
+MAX_STREAMS = 64
+BURN_IN = 1024
+
+
+def choose_streams(n_chars: int, max_streams: int = MAX_STREAMS, burn_in: int = BURN_IN) -> int:
+    """As many streams as keep each one at least 4x the burn-in (so burn-in costs <= 25%)."""
+    return max(1, min(max_streams, (n_chars - 1) // (4 * burn_in)))
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,7 @@ class EvalStats:
     characters: int  # characters scored (every one but the first)
     nats_per_char: float
     skipped: int = 0  # characters dropped from the text as unknown
+    streams: int = 1  # 1: the exact single pass; more: the batched pass with burn-in
 
     @property
     def bits_per_char(self) -> float:
@@ -46,20 +63,42 @@ class EvalStats:
 
 @torch.inference_mode()
 def evaluate_ids(model: CharRNN, ids: torch.Tensor, device: torch.device | None = None,
-                 chunk_len: int = EVAL_CHUNK_LEN, skipped: int = 0) -> EvalStats:
-    """Mean cross-entropy (nats) of predicting ids[1:] from the ids before each."""
+                 streams: int | None = None, skipped: int = 0) -> EvalStats:
+    """Mean cross-entropy (nats) of predicting ids[1:] from the ids before each.
+
+    streams: 1 for the exact single pass; None picks a batched pass for long texts.
+    """
     if len(ids) < 2:
         raise ValueError("evaluation needs at least two characters")
     device = device or next(model.parameters()).device
+    streams = choose_streams(len(ids)) if streams is None else streams
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
-    hidden = None
-    for x, y in iter_windows(ids, chunk_len):
-        logits, hidden = model(x.to(device), hidden)  # (T, 1, V)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum")
+    if streams == 1:
+        hidden = None
+        for x, y in iter_windows(ids, EVAL_CHUNK_LEN):
+            logits, hidden = model(x.to(device), hidden)  # (T, 1, V)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum")
+    else:
+        layout = lay_out_eval_streams(ids, streams, BURN_IN)
+        _, warm = model(layout.burn_in.to(device))  # hidden states of streams 1..S-1
+        hidden = _prepend_zero_stream(warm)
+        for start in range(0, layout.inputs.shape[0], BATCHED_CHUNK_LEN):
+            x = layout.inputs[start:start + BATCHED_CHUNK_LEN].to(device)  # (T, S)
+            y = layout.targets[start:start + BATCHED_CHUNK_LEN].to(device)  # (T, S)
+            logits, hidden = model(x, hidden)  # (T, S, V)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
-    return EvalStats(characters=len(ids) - 1, nats_per_char=float(total) / (len(ids) - 1), skipped=skipped)
+    return EvalStats(characters=len(ids) - 1, nats_per_char=float(total) / (len(ids) - 1), skipped=skipped,
+                     streams=streams)
+
+
+def _prepend_zero_stream(hidden):
+    """Add stream 0, which starts at the text's start, with the zero state: (L, S-1, H) -> (L, S, H)."""
+    if isinstance(hidden, tuple):
+        return tuple(_prepend_zero_stream(h) for h in hidden)
+    return torch.cat([torch.zeros_like(hidden[:, :1]), hidden], dim=1)
 
 
 def validation_ids(checkpoint: Checkpoint) -> torch.Tensor:
@@ -77,12 +116,12 @@ def validation_ids(checkpoint: Checkpoint) -> torch.Tensor:
 
 
 def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, skip_unknown: bool = False,
-                        device: torch.device | None = None) -> EvalStats:
+                        device: torch.device | None = None, exact: bool = False) -> EvalStats:
     """Score a file's text, or without one the run's validation split."""
     device = device or torch.device("cpu")
     model = checkpoint.model.to(device)
     if text_path is None:
-        return evaluate_ids(model, validation_ids(checkpoint), device)
+        return evaluate_ids(model, validation_ids(checkpoint), device, streams=1 if exact else None)
     text = read_corpus(text_path).text
     try:
         ids, skipped = checkpoint.vocab.encode(text, skip_unknown=skip_unknown)
@@ -90,4 +129,4 @@ def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, s
         raise VocabularyError(f"{text_path}: {exc}; --skip-unknown scores the rest") from None
     if len(ids) < 2:
         raise CorpusError(f"{text_path} has fewer than two characters the model knows; nothing to score")
-    return evaluate_ids(model, ids, device, skipped=skipped)
+    return evaluate_ids(model, ids, device, streams=1 if exact else None, skipped=skipped)

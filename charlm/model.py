@@ -53,6 +53,36 @@ class CharRNN(nn.Module):
         logits = self.head(self.dropout(out))  # (T, B, V)
         return logits, hidden
 
+    def step(self, token: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """One character per stream: token (B,) -> logits (B, V) and the next hidden state.
+
+        The same function as forward() with T = 1, computed layer by layer with
+        PyTorch's single-step cell kernels (torch.lstm_cell, gru_cell,
+        rnn_tanh_cell) on the module's own weights. For one step at a time
+        these are several times faster on a CPU than nn.LSTM's oneDNN path,
+        which is the fastest for whole windows, so training keeps forward()
+        and sampling uses this (bench/sampling.py measures both).
+        """
+        x = self.embedding(token)  # (B, E)
+        if hidden is None:
+            zeros = x.new_zeros(self.spec.num_layers, token.shape[0], self.spec.hidden_size)
+            hidden = (zeros, zeros) if self.spec.cell == "lstm" else zeros
+        new_h, new_c = [], []
+        for layer, weights in enumerate(self.rnn.all_weights):  # [w_ih, w_hh, b_ih, b_hh]
+            if self.spec.cell == "lstm":
+                h, c = torch.lstm_cell(x, (hidden[0][layer], hidden[1][layer]), *weights)  # (B, H) each
+                new_c.append(c)
+            elif self.spec.cell == "gru":
+                h = torch.gru_cell(x, hidden[layer], *weights)  # (B, H)
+            else:
+                h = torch.rnn_tanh_cell(x, hidden[layer], *weights)  # (B, H)
+            new_h.append(h)
+            x = h
+        logits = self.head(x)  # (B, V); dropout is identity at inference
+        if self.spec.cell == "lstm":
+            return logits, (torch.stack(new_h), torch.stack(new_c))
+        return logits, torch.stack(new_h)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from charlm.checkpoint import (find_latest_run, join_optimizer_state, load_checkpoint, save_checkpoint,
-                               split_optimizer_state, write_atomic)
+                               read_tensors, split_optimizer_state, write_atomic)
 from charlm.config import TrainConfig
-from charlm.errors import CheckpointError, RunDirectoryError
+from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
 from charlm.model import CharRNN, ModelSpec
 from charlm.vocab import Vocab
 
@@ -126,3 +126,61 @@ def test_latest_run_and_empty_root(tmp_path):
     _save(tmp_path / "two")
     os.utime(tmp_path / "one" / "last.json", (1e9, 1e9))
     assert find_latest_run(tmp_path) == tmp_path / "two"
+
+
+# A child process trains with os.fsync patched to hang at its N-th call; the test
+# SIGKILLs it there, in the middle of writing the second round of checkpoints.
+_HANG_AT_FSYNC = """
+import os, sys, time
+from pathlib import Path
+import charlm.checkpoint as checkpoint
+from charlm.config import build_config
+from charlm.corpus import read_corpus
+from charlm.train import train
+
+calls, hang_at, real_fsync = [0], int(sys.argv[1]), os.fsync
+def fsync(fd):
+    calls[0] += 1
+    if calls[0] == hang_at:
+        print("hanging", flush=True)
+        time.sleep(600)
+    real_fsync(fd)
+checkpoint.os.fsync = fsync
+config = build_config({"hidden_size": 16, "num_layers": 1, "embedding_size": 8, "seq_len": 8, "batch_size": 4,
+                       "max_steps": 40, "time_budget": "none", "eval_every": 10, "sample_length": 0, "device": "cpu"})
+for _ in train(read_corpus(Path("corpus.txt")), config, Path("run")):
+    pass
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hang_at", [11, 13, 14, 17, 19, 20])
+def test_a_kill_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path, hang_at):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "corpus.txt").write_text("abcdefghij klmnopqrst uvwxyz\n" * 40)
+    (tmp_path / "child.py").write_text(_HANG_AT_FSYNC)
+    child = subprocess.Popen([sys.executable, "child.py", str(hang_at)], cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "hanging"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # the first round (step 10) wrote best and last with 10 fsyncs; the kill hit the second round
+    for kind in ("best", "last"):
+        loaded = load_checkpoint(tmp_path / "run", kind=kind)
+        assert loaded.record["step"] in (10, 20) and loaded.path.name == f"{kind}.json"
+    record = json.loads((tmp_path / "run" / "last.json").read_text())
+    assert read_tensors(tmp_path / "run" / record["state"])  # the resume state is complete too
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    model = _save(tmp_path / "run")
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    with pytest.raises(CharlmError, match="NaN"):
+        save_checkpoint(tmp_path / "run", "last", model, json.loads((tmp_path / "run" / "last.json").read_text()))
+    assert load_checkpoint(tmp_path / "run").record["step"] == 7

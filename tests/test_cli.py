@@ -200,3 +200,41 @@ def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
     done = charlm(*argv, cwd=tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
+
+
+def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import charlm.checkpoint as checkpoint
+    from charlm.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    Path("fox.txt").write_text(TEXT)
+    calls, real_fsync = [], os.fsync
+
+    def fsync_until_full(fd):
+        calls.append(fd)
+        if len(calls) > 10:  # the first round of checkpoints (step 20) fits, the next does not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync_until_full)
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--config", TINY, "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0]
+    assert load_checkpoint(Path("checkpoints/fox")).record["step"] == 20
+    assert not list(Path("checkpoints/fox").glob(".*partial"))
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("fox.txt").write_text(TEXT)
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--config", TINY, "--out", "locked/run"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "charlm: error: cannot create run directory locked/run: Permission denied"

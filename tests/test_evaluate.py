@@ -2,6 +2,8 @@ import math
 
 import torch
 
+from charlm import evaluate
+from charlm.data import lay_out_eval_streams
 from charlm.evaluate import EvalStats, evaluate_ids
 from charlm.model import CharRNN, ModelSpec
 
@@ -18,16 +20,50 @@ def test_bits_per_char_is_nats_over_ln2_and_perplexity_is_exp():
     assert stats.to_dict()["bits_per_char"] == stats.bits_per_char
 
 
-def test_matches_a_hand_computation_and_ignores_chunk_length():
+def test_exact_pass_matches_a_hand_computation():
     model, ids = _model(), torch.randint(5, (37,))
     with torch.no_grad():
         logits, _ = model.eval()(ids[:-1].unsqueeze(1))
         probs = torch.softmax(logits[:, 0], dim=-1)
     by_hand = -sum(math.log(probs[t, ids[t + 1]]) for t in range(36)) / 36
-    for chunk in (1, 5, 36, 4096):
-        stats = evaluate_ids(model, ids, chunk_len=chunk)
-        assert stats.characters == 36
-        assert abs(stats.nats_per_char - by_hand) < 1e-5
+    stats = evaluate_ids(model, ids, streams=1)
+    assert stats.characters == 36 and stats.streams == 1
+    assert abs(stats.nats_per_char - by_hand) < 1e-5
+
+
+def test_exact_pass_ignores_chunk_length(monkeypatch):
+    model, ids = _model(), torch.randint(5, (500,))
+    reference = evaluate_ids(model, ids, streams=1).nats_per_char
+    monkeypatch.setattr(evaluate, "EVAL_CHUNK_LEN", 7)
+    assert abs(evaluate_ids(model, ids, streams=1).nats_per_char - reference) < 1e-6
+
+
+def test_eval_layout_scores_every_character_once_with_real_burn_in():
+    ids = torch.arange(1, 1002)  # 1000 targets
+    layout = lay_out_eval_streams(ids, streams=3, burn_in=50)
+    span = 334
+    scored = layout.targets.t().flatten()
+    assert scored[scored >= 0].tolist() == list(range(2, 1002))
+    assert torch.equal(layout.targets[:, :][layout.targets >= 0], layout.inputs[layout.targets >= 0] + 1)
+    assert layout.burn_in.shape == (50, 2)
+    assert layout.burn_in[:, 0].tolist() == list(range(span + 1 - 50, span + 1))  # the 50 ids before stream 1
+    assert layout.burn_in[-1, 1] + 1 == layout.inputs[0, 2]
+
+
+def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, tiny_config, tmp_path):
+    from charlm.checkpoint import load_checkpoint
+    from charlm.corpus import read_corpus
+    from charlm.train import train
+
+    text = "".join(f"{i} bottles of beer on the wall, {i} bottles of beer.\n" for i in range(400, 0, -1))
+    for _ in train(read_corpus(text_file(text)), tiny_config.replace(max_steps=150, eval_every=150), tmp_path / "r"):
+        pass
+    model = load_checkpoint(tmp_path / "r").model
+    ids, _ = load_checkpoint(tmp_path / "r").vocab.encode(text)
+    exact = evaluate_ids(model, ids, streams=1)
+    batched = evaluate_ids(model, ids)
+    assert batched.streams > 1 and batched.characters == exact.characters
+    assert abs(batched.nats_per_char - exact.nats_per_char) < 2e-3
 
 
 def test_evaluation_restores_training_mode():

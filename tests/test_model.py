@@ -74,3 +74,17 @@ def test_detached_state_stops_gradients_at_the_window_boundary():
     logits.sum().backward()  # would fail ("backward through the graph a second time") without the detach
     logits2, _ = model(x, carried)
     logits2.sum().backward()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_single_step_equals_forward(cell):
+    model = CharRNN(ModelSpec(vocab_size=9, cell=cell, hidden_size=8, num_layers=3, embedding_size=4)).eval()
+    x = torch.randint(9, (6, 2))
+    with torch.no_grad():
+        expected, expected_hidden = model(x)
+        hidden = None
+        for t in range(6):
+            logits, hidden = model.step(x[t], hidden)
+            torch.testing.assert_close(logits, expected[t])
+    for got, want in zip(hidden if cell == "lstm" else [hidden], expected_hidden if cell == "lstm" else [expected_hidden]):
+        torch.testing.assert_close(got, want)

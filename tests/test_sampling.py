@@ -83,3 +83,11 @@ def test_prime_errors_come_before_any_output():
     vocab, model = Vocab.from_text("abc"), _model(vocab_size=3)
     with pytest.raises(VocabularyError, match="'z'"):
         generate(model, vocab, "abz", 5, SamplingOptions(), torch.Generator())
+
+
+def test_the_exponential_race_samples_the_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([pick_next(logits.expand(4000, 4), SamplingOptions(), generator) for _ in range(5)]).flatten()
+    frequencies = torch.bincount(draws, minlength=4).float() / draws.numel()
+    torch.testing.assert_close(frequencies, torch.softmax(logits[0], -1), atol=0.01, rtol=0)

@@ -1,0 +1,52 @@
+"""Time to quality: validation loss against wall-clock seconds of `charlm train`.
+
+    python bench/time_to_quality.py --config configs/shakespeare.toml [--time-budget 5m] [--out curve.json]
+
+Runs the real command on ../shared/corpora/tinyshakespeare.txt (or --corpus)
+with a shipped preset, the documented contiguous 90/10 split (validation text
+is never trained on), and writes the curve of validation loss (nats/char)
+against elapsed training seconds, read from the run's metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHAKESPEARE, emit, machine_facts  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--time-budget", help="override the preset's budget, e.g. 5m")
+    parser.add_argument("--corpus", default=str(SHAKESPEARE))
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp()) / "run"
+    command = [sys.executable, "-m", "charlm", "train", args.corpus, "--config", args.config,
+               "--out", str(run_dir), "--sample-length", "0"]
+    if args.time_budget:
+        command += ["--time-budget", args.time_budget]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"charlm train failed: {done.stderr.strip()}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
+             for r in records if "val_loss" in r]
+    best = min(curve, key=lambda point: point["val_loss"])
+    within = {f"best_val_within_{m}m": min((p["val_loss"] for p in curve if p["elapsed_seconds"] <= m * 60 + 1),
+                                             default=None) for m in (5, 30)}
+    emit({"benchmark": "time_to_quality", "machine": machine_facts(), "command": " ".join(command[1:]),
+          "corpus": args.corpus, "split": "contiguous 90/10 (last 10% validation)",
+          "best": best, **within, "curve": curve,
+          "summary_line": done.stdout.strip().splitlines()[-1]}, args.out)
+
+
+if __name__ == "__main__":
+    main()
