@@ -19,17 +19,21 @@ import typer
 
 from charlm.checkpoint import DEFAULT_ROOT, load_checkpoint
 from charlm.config import build_config, config_help, load_config_file
-from charlm.corpus import ensure_default_corpus, read_corpus
-from charlm.errors import CharlmError
+from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
+from charlm.errors import CharlmError, CorpusError
 from charlm.evaluate import evaluate_checkpoint
+from charlm.named import REGISTRY, fetch, is_named, is_present, local_path
 from charlm.render import TrainRenderer
-from charlm.resume import recorded_corpus_path, resumed_config
+from charlm.resume import recorded_corpus, resumed_config
+from charlm.sources import SourceFile, select_files
 from charlm.runtime import make_generator, resolve_device
 from charlm.sampling import SamplingOptions, default_prime, generate
 from charlm.train import train as train_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample and evaluate character-level RNN/LSTM/GRU language models.")
+corpus_app = typer.Typer(no_args_is_help=True, help="Named corpora: list them, fetch one.")
+app.add_typer(corpus_app, name="corpus")
 
 EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -87,7 +91,12 @@ def _opt(name: str, **kwargs):
 
 @app.command()
 def train(
-    corpus: Optional[Path] = typer.Argument(None, help="UTF-8 text file to train on; default: the Python standard library"),
+    corpus: Optional[list[str]] = typer.Argument(
+        None, help="text files, directories, globs, or one named corpus (charlm corpus list); default: python"),
+    include: Optional[list[str]] = typer.Option(
+        None, "--include", help="in directories, only files whose name or path matches this glob (repeatable)"),
+    strict: bool = typer.Option(False, "--strict", help="refuse binary, unreadable or non-UTF-8 files found in "
+                                                        "directories or globs instead of skipping them"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML preset, e.g. configs/shakespeare.toml"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory; default checkpoints/<corpus name>"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in the run directory from its last checkpoint"),
@@ -101,6 +110,7 @@ def train(
     val_frac: Optional[float] = _opt("val_frac"),
     normalize_newlines: Optional[bool] = typer.Option(None, "--normalize-newlines/--keep-newlines",
                                                       help=config_help("normalize_newlines"), show_default=False),
+    tokenizer: Optional[str] = _opt("tokenizer"),
     lr: Optional[float] = _opt("lr"),
     weight_decay: Optional[float] = _opt("weight_decay"),
     clip: Optional[float] = _opt("clip"),
@@ -116,24 +126,31 @@ def train(
     device: Optional[str] = _opt("device"),
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
-    """Train a model on a text file (or on the built-in default corpus)."""
+    """Train a model on text files, directories or a named corpus (default: the Python standard library)."""
     flags = {k: v for k, v in locals().items()
-             if k not in ("corpus", "config", "out", "resume") and v is not None}
+             if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
+    arguments = list(corpus or [])
     with user_errors():
         preset = load_config_file(config) if config else {}
         if resume:
-            run_dir = out or _default_run_dir(corpus)
+            run_dir = out or DEFAULT_ROOT / run_name(arguments)
             resolved = resumed_config(run_dir, {**preset, **flags})
-            corpus_path = corpus or recorded_corpus_path(run_dir)
+            if arguments:
+                encoded = open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines)
+            else:
+                encoded = reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer,
+                                          resolved.normalize_newlines, default_cache_dir(), for_resume=True)
         else:
+            named = _named(arguments)
+            if named and "tokenizer" not in {**preset, **flags}:
+                flags["tokenizer"] = named.tokenizer  # enwik8 is read as bytes, as published figures are
             resolved = build_config(preset, flags)
-            corpus_path = corpus or ensure_default_corpus()
-            run_dir = out or DEFAULT_ROOT / corpus_path.stem
-        text = read_corpus(corpus_path, resolved.normalize_newlines)
+            encoded = open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines)
+            run_dir = out or DEFAULT_ROOT / run_name(arguments)
         render = TrainRenderer()
         stop = StopFlag()
         with stop.installed():
-            for event in train_run(text, resolved, run_dir, resume=resume, stop_requested=stop):
+            for event in train_run(encoded, resolved, run_dir, resume=resume, stop_requested=stop):
                 render(event)
         if stop.signal is not None:
             typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: "
@@ -141,10 +158,100 @@ def train(
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
 
 
-def _default_run_dir(corpus: Path | None) -> Path:
-    if corpus is None:
-        return DEFAULT_ROOT / ensure_default_corpus().stem
-    return DEFAULT_ROOT / corpus.stem
+def _named(arguments: list[str]):
+    """The named corpus the arguments ask for (none: python), or None for paths."""
+    if not arguments:
+        return REGISTRY["python"]
+    if len(arguments) == 1 and is_named(arguments[0]) and not Path(arguments[0]).exists():
+        return REGISTRY[arguments[0]]
+    return None
+
+
+def run_name(arguments: list[str]) -> str:
+    """Default run directory name: the named corpus, or the first path's stem."""
+    named = _named(arguments)
+    if named:
+        return Path(named.filename).stem
+    first = Path(arguments[0])
+    while first.name and set("*?[") & set(first.name):
+        first = first.parent
+    return first.stem or "corpus"
+
+
+def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
+                normalize_newlines: bool) -> EncodedCorpus:
+    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr."""
+    named = _named(arguments)
+    if named:
+        if named.standard_splits and tokenizer != named.tokenizer:
+            raise CorpusError(f"{named.name}'s standard splits are counted in {named.unit}s; "
+                              f"train it with --tokenizer {named.tokenizer}")
+        path = _fetch_with_progress(named.name)
+        files = [SourceFile(path, named=True)]
+        name, splits = named.name, named.standard_splits
+    else:
+        selection = select_files(arguments, include, strict)
+        for warning in selection.warnings:
+            typer.echo(f"charlm: warning: {warning}", err=True)
+        files, name, splits = selection.files, run_name(arguments), None
+    size = sum(f.path.stat().st_size for f in files)
+    if size > 50_000_000:
+        typer.echo(f"charlm: preparing {size / 1e6:,.0f} MB of text (encoded once, then memory-mapped from "
+                   f"{default_cache_dir()})", err=True)
+    encoded = open_corpus(files, tokenizer, normalize_newlines, default_cache_dir(), name=name, strict=strict,
+                          standard_splits=splits)
+    for warning in encoded.info.get("skipped", []):
+        typer.echo(f"charlm: warning: {warning}", err=True)
+    return encoded
+
+
+class _DownloadBars:
+    """tqdm bars for downloads, on stderr."""
+
+    def __init__(self) -> None:
+        self.bars: list = []
+
+    def __call__(self, total: int | None, name: str):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+        self.bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def _fetch_with_progress(name: str) -> Path:
+    bars = _DownloadBars()
+    try:
+        return fetch(name, progress=bars)
+    finally:
+        bars.close()
+
+
+@corpus_app.command("list")
+def corpus_list() -> None:
+    """The named corpora, whether each is here yet, and what it is."""
+    with user_errors():
+        for corpus in REGISTRY.values():
+            status = f"ready ({local_path(corpus)})" if is_present(corpus) else (
+                "built on first use" if corpus.url is None else "fetched on first use")
+            typer.echo(f"{corpus.name:16} {status}\n{'':16} {corpus.description}")
+
+
+@corpus_app.command("get")
+def corpus_get(name: str = typer.Argument(..., help="a name from `charlm corpus list`")) -> None:
+    """Fetch (or build) a named corpus into corpora/ and verify it; print where it is."""
+    with user_errors():
+        path = _fetch_with_progress(name)
+        corpus = REGISTRY[name]
+        splits = (f"; standard splits {corpus.standard_splits[0]:,} / "
+                  f"{corpus.standard_splits[1] - corpus.standard_splits[0]:,} / rest, in {corpus.unit}s"
+                  if corpus.standard_splits else "")
+        typer.echo(f"{name}: {path} ({path.stat().st_size:,} bytes{splits})")
 
 
 @app.command()
@@ -186,23 +293,29 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="score around characters the model does not know, and count them"),
     exact: bool = typer.Option(False, "--exact", help="one sequential pass over the whole text (slower; the default batched pass agrees to about 1e-3)"),
+    split: str = typer.Option("val", "--split", help="without FILE: the run's val split, or test (corpora with standard splits: enwik8, text8)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
 ) -> None:
     """Cross-entropy, bits per character and perplexity of a model on a text."""
     with user_errors():
         loaded = load_checkpoint(checkpoint)
+        if split not in ("val", "test"):
+            raise CharlmError(f"--split must be val or test, got {split!r}")
         stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),
-                                    exact=exact)
+                                    exact=exact, split=split, cache_dir=default_cache_dir())
+        split_name = {"val": "validation", "test": "test"}[split]
         if as_json:
-            typer.echo(json.dumps(dict(stats.to_dict(), checkpoint=str(loaded.path),
-                                       text=str(text) if text else "validation split")))
+            extra = {"bits_per_byte": stats.bits_per_char} if stats.unit == "byte" else {}
+            typer.echo(json.dumps(dict(stats.to_dict(), **extra, checkpoint=str(loaded.path),
+                                       text=str(text) if text else f"{split_name} split")))
             return
-        source = text or f"validation split of {loaded.record['corpus']['path']}"
+        source = text or f"{split_name} split of {loaded.record['corpus'].get('name', 'its corpus')}"
+        unit = stats.unit
         typer.echo(f"{loaded.path}: {source}")
-        typer.echo(f"  characters scored  {stats.characters:,}" +
+        typer.echo(f"  {unit}s scored".ljust(21) + f"{stats.characters:,}" +
                    (f" ({stats.skipped:,} unknown skipped)" if stats.skipped else ""))
-        typer.echo(f"  cross-entropy      {stats.nats_per_char:.4f} nats/char")
-        typer.echo(f"  bits per character {stats.bits_per_char:.4f}")
+        typer.echo(f"  cross-entropy      {stats.nats_per_char:.4f} nats/{unit}")
+        typer.echo(f"  bits per {'byte     ' if unit == 'byte' else 'character'} {stats.bits_per_char:.4f}")
         typer.echo(f"  perplexity         {stats.perplexity:.3f}")
         typer.echo("  pass               " + ("exact, one stream" if stats.streams == 1 else
                                              f"batched, {stats.streams} streams with 1,024 characters of burn-in"))

@@ -40,6 +40,8 @@ class TrainConfig:
     batch_size: int = _field(32, "parallel streams per step", min=1)
     val_frac: float = _field(0.1, "last fraction of the text held out for validation", above=0.0, below=1.0)
     normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training")
+    tokenizer: str = _field("chars", "chars (the text's Unicode characters) or bytes (its 256 UTF-8 byte values)",
+                            choices=("chars", "bytes"))
     # optimisation
     lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)

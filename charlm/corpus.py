@@ -1,4 +1,4 @@
-"""Reading a text corpus from disk, and building the default one.
+"""The built-in default corpus, and reading one text file.
 
 The default corpus is made from the running Python's own standard library, so
 `charlm train` has real text on every machine without a network: a sorted,
@@ -7,10 +7,8 @@ size-capped selection of `.py` files, written once to `corpora/` and reused.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.errors import CorpusError
@@ -26,53 +24,17 @@ _SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "
                  "lib2to3", "turtledemo", "tkinter", "ensurepip", "venv", "encodings", "pydoc_data"}
 
 
-@dataclass(frozen=True)
-class Corpus:
-    """A decoded corpus and the facts about it that a run records."""
+def read_corpus(path: Path, normalize_newlines: bool = False, tokenizer: str = "chars",
+                cache_dir: Path | None = None):
+    """One text file as an EncodedCorpus (see encoding.py), with one-line errors."""
+    from charlm.encoding import open_corpus  # encoding needs this module's neighbours, not the reverse
+    from charlm.sources import SourceFile
 
-    text: str
-    path: Path
-    sha256: str
-    size_bytes: int
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
-
-    def describe(self) -> dict:
-        return {"path": str(self.path.resolve()), "name": self.name,
-                "sha256": self.sha256, "size_bytes": self.size_bytes, "characters": len(self.text)}
-
-
-def read_corpus(path: Path, normalize_newlines: bool = False) -> Corpus:
-    """Read a UTF-8 text file, with one-line errors for everything that can go wrong."""
     if not path.exists():
         raise CorpusError(f"corpus file {path} does not exist")
     if path.is_dir():
         raise CorpusError(f"{path} is a directory; give the path of a text file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CorpusError(f"cannot read corpus {path}: {exc.strerror}") from None
-    sha256 = hashlib.sha256(raw).hexdigest()
-    text = decode_utf8(raw, path)
-    if normalize_newlines:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
-        raise CorpusError(f"corpus {path} is empty" if not text else f"corpus {path} holds only whitespace")
-    return Corpus(text=text, path=path, sha256=sha256, size_bytes=len(raw))
-
-
-def decode_utf8(raw: bytes, path: Path) -> str:
-    """Decode bytes as UTF-8, dropping a byte-order mark; name the offset of a bad byte."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.start + 1].hex()
-        raise CorpusError(
-            f"{path} is not UTF-8 text: byte 0x{bad} at offset {exc.start} ({exc.reason}); "
-            "convert it to UTF-8 first"
-        ) from None
+    return open_corpus([SourceFile(path, named=True)], tokenizer, normalize_newlines, cache_dir)
 
 
 def stdlib_sources(max_bytes: int = DEFAULT_CORPUS_MAX_BYTES) -> list[Path]:

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from charlm.checkpoint import Checkpoint
-from charlm.corpus import read_corpus
-from charlm.data import iter_windows, lay_out_eval_streams, split_train_val
-from charlm.errors import CorpusError, VocabularyError
+from charlm.data import iter_windows, lay_out_eval_streams
+from charlm.encoding import encode_files, reopen_recorded
+from charlm.errors import CorpusError
 from charlm.model import CharRNN
+from charlm.sources import SourceFile
 
 # Long chunks amortise per-call overhead; the hidden state crosses chunk
 # boundaries, so the chunk length does not change the result.
@@ -48,9 +49,11 @@ class EvalStats:
     nats_per_char: float
     skipped: int = 0  # characters dropped from the text as unknown
     streams: int = 1  # 1: the exact single pass; more: the batched pass with burn-in
+    unit: str = "char"  # "byte" for a byte-level model: the figures are then per byte
 
     @property
     def bits_per_char(self) -> float:
+        """Bits per token: per character, or per byte for a byte-level model."""
         return self.nats_per_char / math.log(2)
 
     @property
@@ -62,8 +65,8 @@ class EvalStats:
 
 
 @torch.inference_mode()
-def evaluate_ids(model: CharRNN, ids: torch.Tensor, device: torch.device | None = None,
-                 streams: int | None = None, skipped: int = 0) -> EvalStats:
+def evaluate_ids(model: CharRNN, ids, device: torch.device | None = None,
+                 streams: int | None = None, skipped: int = 0, unit: str = "char") -> EvalStats:
     """Mean cross-entropy (nats) of predicting ids[1:] from the ids before each.
 
     streams: 1 for the exact single pass; None picks a batched pass for long texts.
@@ -84,14 +87,14 @@ def evaluate_ids(model: CharRNN, ids: torch.Tensor, device: torch.device | None 
         layout = lay_out_eval_streams(ids, streams, BURN_IN)
         _, warm = model(layout.burn_in.to(device))  # hidden states of streams 1..S-1
         hidden = _prepend_zero_stream(warm)
-        for start in range(0, layout.inputs.shape[0], BATCHED_CHUNK_LEN):
-            x = layout.inputs[start:start + BATCHED_CHUNK_LEN].to(device)  # (T, S)
-            y = layout.targets[start:start + BATCHED_CHUNK_LEN].to(device)  # (T, S)
-            logits, hidden = model(x, hidden)  # (T, S, V)
+        for start in range(0, layout.span, BATCHED_CHUNK_LEN):
+            x, y = layout.rows(start, start + BATCHED_CHUNK_LEN)  # (T, S) each
+            logits, hidden = model(x.to(device), hidden)  # (T, S, V)
+            y = y.to(device)
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
     model.train(was_training)
     return EvalStats(characters=len(ids) - 1, nats_per_char=float(total) / (len(ids) - 1), skipped=skipped,
-                     streams=streams)
+                     streams=streams, unit=unit)
 
 
 def _prepend_zero_stream(hidden):
@@ -101,32 +104,33 @@ def _prepend_zero_stream(hidden):
     return torch.cat([torch.zeros_like(hidden[:, :1]), hidden], dim=1)
 
 
-def validation_ids(checkpoint: Checkpoint) -> torch.Tensor:
-    """Rebuild the run's validation split from its recorded corpus, checking it is unchanged."""
-    corpus_info = checkpoint.record.get("corpus", {})
-    path = Path(corpus_info.get("path", ""))
-    if not path.is_file():
-        raise CorpusError(f"the run's corpus {path} is gone; pass the text to score: charlm eval FILE")
-    corpus = read_corpus(path, checkpoint.config.normalize_newlines)
-    if corpus.sha256 != corpus_info.get("sha256"):
-        raise CorpusError(f"the run's corpus {path} has changed since training, so its validation split "
-                          "is not the same text; pass the text to score: charlm eval FILE")
-    ids, _ = checkpoint.vocab.encode(corpus.text)
-    return split_train_val(ids, checkpoint.config.val_frac)[1]
+def split_ids(checkpoint: Checkpoint, split: str = "val", cache_dir: Path | None = None):
+    """Rebuild the run's validation (or test) split from its recorded corpus, checking it is unchanged."""
+    config = checkpoint.config
+    corpus = reopen_recorded(checkpoint.record.get("corpus", {}), config.tokenizer, config.normalize_newlines,
+                             cache_dir)
+    parts = corpus.splits(config.val_frac)
+    if split not in parts:
+        raise CorpusError(f"the run's corpus {corpus.name} has no {split} split; only corpora with standard "
+                          "splits (enwik8, text8) have a test split")
+    return parts[split]
 
 
 def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, skip_unknown: bool = False,
-                        device: torch.device | None = None, exact: bool = False) -> EvalStats:
-    """Score a file's text, or without one the run's validation split."""
+                        device: torch.device | None = None, exact: bool = False, split: str = "val",
+                        cache_dir: Path | None = None) -> EvalStats:
+    """Score a file's text, or without one the run's validation (or test) split."""
     device = device or torch.device("cpu")
     model = checkpoint.model.to(device)
+    streams, unit = (1 if exact else None), checkpoint.vocab.unit
     if text_path is None:
-        return evaluate_ids(model, validation_ids(checkpoint), device, streams=1 if exact else None)
-    text = read_corpus(text_path).text
-    try:
-        ids, skipped = checkpoint.vocab.encode(text, skip_unknown=skip_unknown)
-    except VocabularyError as exc:
-        raise VocabularyError(f"{text_path}: {exc}; --skip-unknown scores the rest") from None
+        return evaluate_ids(model, split_ids(checkpoint, split, cache_dir), device, streams=streams, unit=unit)
+    if not text_path.exists():
+        raise CorpusError(f"text file {text_path} does not exist")
+    if text_path.is_dir():
+        raise CorpusError(f"{text_path} is a directory; give the path of a text file")
+    ids, skipped = encode_files([SourceFile(text_path, named=True)], checkpoint.vocab,
+                                checkpoint.config.normalize_newlines, skip_unknown)
     if len(ids) < 2:
         raise CorpusError(f"{text_path} has fewer than two characters the model knows; nothing to score")
-    return evaluate_ids(model, ids, device, streams=1 if exact else None, skipped=skipped)
+    return evaluate_ids(model, ids, device, streams=streams, skipped=skipped, unit=unit)

@@ -63,25 +63,41 @@ class CharRNN(nn.Module):
         which is the fastest for whole windows, so training keeps forward()
         and sampling uses this (bench/sampling.py measures both).
         """
+        logits, layers = self.step_layers(token, self.split_hidden(hidden, token.shape[0], token.device))
+        return logits, self.join_hidden(layers)
+
+    def step_layers(self, token: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
+        """step() on the hidden state kept as one entry per layer ((h, c) or h, each (B, H)).
+
+        A sampling loop keeps this form between steps: stacking and slicing
+        the (L, B, H) form would add four small ops per character.
+        """
         x = self.embedding(token)  # (B, E)
-        if hidden is None:
-            zeros = x.new_zeros(self.spec.num_layers, token.shape[0], self.spec.hidden_size)
-            hidden = (zeros, zeros) if self.spec.cell == "lstm" else zeros
-        new_h, new_c = [], []
-        for layer, weights in enumerate(self.rnn.all_weights):  # [w_ih, w_hh, b_ih, b_hh]
+        new_layers = []
+        for state, weights in zip(layers, self.rnn.all_weights):  # weights: [w_ih, w_hh, b_ih, b_hh]
             if self.spec.cell == "lstm":
-                h, c = torch.lstm_cell(x, (hidden[0][layer], hidden[1][layer]), *weights)  # (B, H) each
-                new_c.append(c)
-            elif self.spec.cell == "gru":
-                h = torch.gru_cell(x, hidden[layer], *weights)  # (B, H)
+                state = torch.lstm_cell(x, state, *weights)  # (h, c), (B, H) each
+                x = state[0]
             else:
-                h = torch.rnn_tanh_cell(x, hidden[layer], *weights)  # (B, H)
-            new_h.append(h)
-            x = h
-        logits = self.head(x)  # (B, V); dropout is identity at inference
+                cell = torch.gru_cell if self.spec.cell == "gru" else torch.rnn_tanh_cell
+                state = x = cell(x, state, *weights)  # (B, H)
+            new_layers.append(state)
+        return self.head(x), new_layers  # (B, V); dropout is identity at inference
+
+    def split_hidden(self, hidden: Hidden | None, batch: int, device: torch.device | None = None) -> list:
+        """(L, B, H) hidden state (or None: zeros) -> one entry per layer."""
+        if hidden is None:
+            zeros = torch.zeros(self.spec.num_layers, batch, self.spec.hidden_size, device=device,
+                                dtype=self.head.weight.dtype)
+            hidden = (zeros, zeros) if self.spec.cell == "lstm" else zeros
         if self.spec.cell == "lstm":
-            return logits, (torch.stack(new_h), torch.stack(new_c))
-        return logits, torch.stack(new_h)
+            return list(zip(hidden[0].unbind(0), hidden[1].unbind(0)))
+        return list(hidden.unbind(0))
+
+    def join_hidden(self, layers: list) -> Hidden:
+        if self.spec.cell == "lstm":
+            return torch.stack([h for h, _ in layers]), torch.stack([c for _, c in layers])
+        return torch.stack(layers)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -41,11 +41,12 @@ def _rate(chars_per_second: float) -> str:
 
 
 class TrainRenderer:
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr):
-        self.out, self.err = out, err
-        self.live = err.isatty()
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None):
+        self.out, self.err = out or sys.stdout, err or sys.stderr  # looked up now: tests swap them
+        self.live = self.err.isatty()
         self.bar: tqdm | None = None
         self.val_text = "val -"
+        self.unit = "char"
         self.last_plain_line = time.monotonic()
 
     def __call__(self, event: object) -> None:
@@ -67,8 +68,12 @@ class TrainRenderer:
     def started(self, e: RunStarted) -> None:
         corpus = e.corpus
         self.write(f"# resolved config\n{format_config(e.config)}")
-        self.write(f"corpus {corpus['path']}: {corpus['characters']:,} characters, sha256 {corpus['sha256'][:12]}…, "
-                   f"vocabulary {e.vocab_size}; split {e.train_chars:,} train / {e.val_chars:,} validation")
+        self.unit = "byte" if corpus["tokenizer"] == "bytes" else "char"
+        files = corpus["files"]
+        where = files[0]["path"] if len(files) == 1 else f"{corpus['name']} ({len(files)} files)"
+        split = "standard split" if corpus.get("standard_splits") else "split"
+        self.write(f"corpus {where}: {corpus['tokens']:,} {self.unit}s, sha256 {corpus['sha256'][:12]}…, "
+                   f"vocabulary {e.vocab_size}; {split} {e.train_chars:,} train / {e.val_chars:,} validation")
         resumed = f", resumed at step {e.resumed_from_step}" if e.resumed_from_step is not None else ""
         self.write(f"model {e.config.cell} {e.config.num_layers}x{e.config.hidden_size}, "
                    f"{e.num_parameters:,} parameters, on {e.device}{resumed}; run directory {e.run_dir}")
@@ -78,7 +83,7 @@ class TrainRenderer:
 
     def step(self, e: StepProgress) -> None:
         status = (f"step {e.step} | loss {e.train_loss:.3f} | {self.val_text} | lr {e.lr:.2e} | "
-                  f"{_rate(e.chars_per_second)} char/s")
+                  f"{_rate(e.chars_per_second)} {self.unit}/s")
         if self.bar is not None:
             self.bar.n = int(e.progress * _PROGRESS_UNITS)
             self.bar.set_postfix_str(status, refresh=True)
@@ -87,7 +92,7 @@ class TrainRenderer:
             self.write(f"{e.progress:4.0%} {status}")
 
     def evaluated(self, e: Evaluated) -> None:
-        self.val_text = f"val {e.val_loss:.3f} ({e.val_bits_per_char:.2f} bpc)"
+        self.val_text = f"val {e.val_loss:.3f} ({e.val_bits_per_char:.2f} {'bpb' if self.unit == 'byte' else 'bpc'})"
         marker = " (best)" if e.is_best else ""
         self.write(f"step {e.step}: {self.val_text}{marker}")
         if e.sample:
@@ -101,6 +106,6 @@ class TrainRenderer:
                "time_budget": "time budget spent", "interrupted": "interrupted"}[e.reason]
         minutes, seconds = divmod(int(e.elapsed_seconds), 60)
         self.write(f"done: {why} after {e.step} steps in {minutes}m{seconds:02d}s; "
-                   f"best val {e.best_val_loss:.4f} nats/char at step {e.best_step}; checkpoints in {e.run_dir}")
+                   f"best val {e.best_val_loss:.4f} nats/{self.unit} at step {e.best_step}; checkpoints in {e.run_dir}")
         if e.skipped_steps:
             self.write(f"note: {e.skipped_steps} step(s) were skipped for a NaN/inf loss or gradient")

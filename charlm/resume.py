@@ -19,7 +19,7 @@ import torch
 from charlm.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
                                write_atomic)
 from charlm.config import TrainConfig, build_config
-from charlm.corpus import Corpus
+from charlm.encoding import EncodedCorpus
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
 from charlm.model import CharRNN, Hidden, hidden_from_tensors
 from charlm.runtime import restore_rng_state
@@ -27,21 +27,27 @@ from charlm.vocab import Vocab
 
 # Changing these would make the saved weights or data position meaningless.
 FIXED_ON_RESUME = ("cell", "hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
-                   "val_frac", "normalize_newlines", "rng_seed")
+                   "val_frac", "normalize_newlines", "tokenizer", "rng_seed")
 
 
 def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The stored config of the run in run_dir, with the given flags applied on top."""
     record = read_record(_last_json(run_dir))
     for key in FIXED_ON_RESUME:
-        if key in overrides and overrides[key] != record["config"].get(key):
+        if key in overrides and overrides[key] != _recorded(record, key):
             raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming "
-                              f"(the run uses {record['config'].get(key)!r})")
+                              f"(the run uses {_recorded(record, key)!r})")
     return build_config(record["config"], overrides)
 
 
-def recorded_corpus_path(run_dir: Path) -> Path:
-    return Path(read_record(_last_json(run_dir))["corpus"]["path"])
+def _recorded(record: dict, key: str) -> Any:
+    """A config value of a checkpoint; keys added since it was written read as their defaults."""
+    return record["config"].get(key, getattr(TrainConfig, key, None))
+
+
+def recorded_corpus(run_dir: Path) -> dict:
+    """What the run in run_dir recorded about its corpus (files, checksum, splits)."""
+    return read_record(_last_json(run_dir))["corpus"]
 
 
 def _last_json(run_dir: Path) -> Path:
@@ -93,7 +99,7 @@ class ResumePoint:
         return state, hidden
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, corpus: Corpus, config: TrainConfig) -> ResumePoint | None:
+def prepare_run_dir(run_dir: Path, resume: bool, corpus: EncodedCorpus, config: TrainConfig) -> ResumePoint | None:
     if not resume:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
@@ -106,11 +112,11 @@ def prepare_run_dir(run_dir: Path, resume: bool, corpus: Corpus, config: TrainCo
     json_path = _last_json(run_dir)
     record = read_record(json_path)
     if record.get("corpus", {}).get("sha256") != corpus.sha256:
-        raise CharlmError(f"the corpus {corpus.path} is not the one this run was trained on "
-                          f"(checksum differs from {record.get('corpus', {}).get('path')}); cannot resume")
+        raise CharlmError(f"the corpus {corpus.name} is not the one this run was trained on "
+                          f"(its checksum differs from that of {record.get('corpus', {}).get('name')}); cannot resume")
     for key in FIXED_ON_RESUME:
-        if record["config"].get(key) != getattr(config, key):
-            raise CharlmError(f"{key} cannot change when resuming (the run uses {record['config'].get(key)!r})")
+        if _recorded(record, key) != getattr(config, key):
+            raise CharlmError(f"{key} cannot change when resuming (the run uses {_recorded(record, key)!r})")
     if "state" not in record or "trainer" not in record:
         raise CheckpointError(f"{json_path} has no resume state")
     try:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from charlm.checkpoint import append_jsonl, finite_or_none, save_checkpoint, split_optimizer_state
 from charlm.config import TrainConfig
-from charlm.corpus import Corpus
-from charlm.data import check_trainable, epoch_offset, lay_out_streams, split_train_val
+from charlm.data import check_trainable, epoch_offset, lay_out_streams
+from charlm.encoding import EncodedCorpus
 from charlm.errors import CharlmError
 from charlm.evaluate import evaluate_ids
 from charlm.model import CharRNN, ModelSpec, detach_hidden, hidden_to_tensors
@@ -34,7 +34,7 @@ from charlm.resume import TrainState, prepare_run_dir
 from charlm.runtime import capture_rng_state, make_generator, resolve_device, seed_everything
 from charlm.sampling import SamplingOptions, default_prime, generate
 from charlm.schedule import lr_multiplier
-from charlm.vocab import Vocab
+from charlm.vocab import ByteVocab, Vocab
 
 # Samples shown during training: a little below 1 keeps them readable early on.
 PREVIEW_TEMPERATURE = 0.8
@@ -90,16 +90,19 @@ class NonFiniteLossError(CharlmError):
     pass
 
 
-def prepare_data(corpus: Corpus, config: TrainConfig, vocab: Vocab | None = None):
+def prepare_data(corpus: EncodedCorpus, config: TrainConfig, vocab: Vocab | ByteVocab | None = None):
     """Corpus -> (vocab, train ids, val ids), checked to hold at least one batch."""
-    vocab = vocab or Vocab.from_text(corpus.text)
-    ids, _ = vocab.encode(corpus.text)
-    train_ids, val_ids = split_train_val(ids, config.val_frac)
-    check_trainable(len(train_ids), len(val_ids), config.batch_size, config.seq_len)
-    return vocab, train_ids, val_ids
+    if vocab is not None and vocab != corpus.vocab:
+        raise CharlmError("the corpus's vocabulary differs from the run's; cannot resume on it")
+    if corpus.vocab.tokenizer != config.tokenizer:
+        raise CharlmError(f"the corpus was encoded with the {corpus.vocab.tokenizer} tokenizer "
+                          f"but the config asks for {config.tokenizer}")
+    parts = corpus.splits(config.val_frac)
+    check_trainable(len(parts["train"]), len(parts["val"]), config.batch_size, config.seq_len)
+    return corpus.vocab, parts["train"], parts["val"]
 
 
-def train(corpus: Corpus, config: TrainConfig, run_dir: Path, resume: bool = False,
+def train(corpus: EncodedCorpus, config: TrainConfig, run_dir: Path, resume: bool = False,
           stop_requested: Callable[[], bool] = lambda: False) -> Iterator[object]:
     """Train a model on the corpus into run_dir, yielding events as it goes."""
     point = prepare_run_dir(run_dir, resume, corpus, config)

@@ -1,13 +1,20 @@
-"""Characters <-> integer ids.
+"""Text <-> integer ids: the two tokenizers.
 
-The vocabulary is the sorted set of Unicode characters of the training text.
-It is stored with every checkpoint, so sampling and evaluation need nothing
-but the checkpoint. Encoding is vectorised: the text becomes an array of code
-points and `searchsorted` finds each one's id, with no per-character Python.
+- chars (the default): the vocabulary is the sorted set of Unicode characters
+  of the training text. Encoding is vectorised: the text becomes an array of
+  code points and `searchsorted` finds each one's id, no per-character Python.
+- bytes: the 256 byte values of the UTF-8 encoding. Any file trains without
+  vocabulary surprises, and enwik8 is scored per byte, the standard way.
+
+The vocabulary is stored with every checkpoint (a list of characters, or
+{"tokenizer": "bytes"}), so sampling and evaluation need nothing but the
+checkpoint. Generated ids become text through a StreamDecoder, which for
+bytes holds back an incomplete UTF-8 sequence until it is complete.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +35,29 @@ def _describe(chars: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
+class StreamDecoder:
+    """Turns ids into text one at a time, as they are generated."""
+
+    def __init__(self, chars: tuple[str, ...] | None):
+        self.chars = chars
+        # bytes: an incomplete sequence is held back until it completes;
+        # an invalid one comes out as U+FFFD.
+        self._utf8 = None if chars else codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token: int) -> str:
+        if self._utf8 is None:
+            return self.chars[token]
+        return self._utf8.decode(bytes((token,)))
+
+
 @dataclass(frozen=True)
 class Vocab:
     chars: tuple[str, ...]
+    tokenizer = "chars"
+    unit = "char"
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self.chars)
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
@@ -77,9 +104,57 @@ class Vocab:
         return list(self.chars)
 
     @classmethod
-    def from_json(cls, chars: list[str]) -> "Vocab":
+    def from_json(cls, chars) -> "Vocab | ByteVocab":
+        """A checkpoint's vocabulary: a list of characters, or {"tokenizer": "bytes"}."""
+        if chars == ByteVocab().to_json():
+            return ByteVocab()
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
-            raise ValueError("vocabulary must be a list of single characters")
+            raise ValueError("vocabulary must be a list of single characters or {\"tokenizer\": \"bytes\"}")
         if list(chars) != sorted(set(chars)):
             raise ValueError("vocabulary must be sorted and free of duplicates")
         return cls(tuple(chars))
+
+
+@dataclass(frozen=True)
+class ByteVocab:
+    """The 256 byte values of UTF-8 text: every file fits, nothing is unknown."""
+
+    tokenizer = "bytes"
+    unit = "byte"
+
+    @property
+    def size(self) -> int:
+        return 256
+
+    def __len__(self) -> int:
+        return 256
+
+    @property
+    def chars(self) -> tuple[str, ...]:
+        # What a "character" of this vocabulary is when shown to a person.
+        return tuple(chr(b) for b in range(256))
+
+    def encode(self, text: str, skip_unknown: bool = False) -> tuple[torch.Tensor, int]:
+        raw = bytearray(text.encode("utf-8", errors="surrogatepass"))
+        if not raw:
+            return torch.empty(0, dtype=torch.long), 0
+        return torch.frombuffer(raw, dtype=torch.uint8).long(), 0
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return []
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(None)
+
+    def to_json(self) -> dict:
+        return {"tokenizer": "bytes"}
+
+
+def smallest_dtype_bits(vocab_size: int) -> int:
+    """Bits of the smallest unsigned integer that holds every id of a vocabulary."""
+    return 8 if vocab_size <= 256 else 16 if vocab_size <= 65536 else 32

@@ -117,7 +117,7 @@ def _setup_run(trained_run, tmp_path, damage=None):
             data = json.loads(path.read_text())
         except ValueError:
             continue
-        data["corpus"]["path"] = str(tmp_path / "fox.txt")
+        data["corpus"]["files"][0]["path"] = str(tmp_path / "fox.txt")
         path.write_text(json.dumps(data))
 
 
@@ -126,7 +126,10 @@ TINY = str(REPO / "configs" / "tiny.toml")
 # (name, files to create, command line, setup of a trained run, words the message must contain)
 BAD_INPUTS = [
     ("missing file", {}, ["train", "nope.txt"], None, "does not exist"),
-    ("directory as file", {"adir/x.txt": "x"}, ["train", "adir"], None, "is a directory"),
+    ("directory of binary files", {"adir/x.bin": b"\0\1\2"}, ["train", "adir"], None, "looks binary"),
+    ("glob matching nothing", {}, ["train", "*.txt"], None, "no files match"),
+    ("unknown tokenizer", {"c.txt": TEXT}, ["train", "c.txt", "--tokenizer", "words"], None, "chars, bytes"),
+    ("eval test split without one", {}, ["eval", "--split", "test"], "ok", "has no test split"),
     ("empty file", {"e.txt": ""}, ["train", "e.txt"], None, "is empty"),
     ("whitespace only", {"w.txt": " \n\t\n"}, ["train", "w.txt"], None, "only whitespace"),
     ("not utf-8", {"b.txt": b"abc\xff\xfe"}, ["train", "b.txt"], None, "byte 0xff at offset 3"),

@@ -8,8 +8,8 @@ def test_bom_is_dropped_and_crlf_kept(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbfline one\r\nline two\r\n")
     corpus = read_corpus(path)
-    assert corpus.text == "line one\r\nline two\r\n"
-    assert read_corpus(path, normalize_newlines=True).text == "line one\nline two\n"
+    assert corpus.text() == "line one\r\nline two\r\n"
+    assert read_corpus(path, normalize_newlines=True).text() == "line one\nline two\n"
 
 
 def test_non_utf8_reports_the_byte_offset(tmp_path):
@@ -38,7 +38,7 @@ def test_checksum_and_size_are_recorded(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("abc")
     info = read_corpus(path).describe()
-    assert info["size_bytes"] == 3 and info["characters"] == 3
+    assert info["size_bytes"] == 3 and info["tokens"] == 3
     assert info["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -11,27 +12,32 @@ def test_split_is_contiguous_with_validation_last():
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
 
 
+def _all_inputs(layout):
+    return torch.cat([layout.window(k)[0] for k in range(layout.num_windows)])  # (L, B)
+
+
 def test_targets_are_inputs_shifted_by_one_and_streams_cover_the_text():
     ids = torch.arange(103)
     layout = lay_out_streams(ids, batch_size=4, seq_len=5)
     stream_len = (103 - 1) // 4
-    assert layout.inputs.shape == (stream_len, 4)
+    inputs = _all_inputs(layout)
+    assert inputs.shape == (stream_len, 4)
     # column b holds text[b*L : (b+1)*L]: contiguous, no gaps, no overlap
-    assert layout.inputs.t().reshape(-1).tolist() == list(range(4 * stream_len))
-    assert torch.equal(layout.targets, layout.inputs + 1)
-    seen = []
+    assert inputs.t().reshape(-1).tolist() == list(range(4 * stream_len))
     for k in range(layout.num_windows):
         x, y = layout.window(k)
-        assert torch.equal(y, x + 1)
-        seen.append(x)
-    assert torch.equal(torch.cat(seen), layout.inputs)
-    assert seen[-1].shape[0] == stream_len - 5 * (layout.num_windows - 1)
+        assert x.dtype == torch.int64 and torch.equal(y, x + 1)
+    assert layout.window(layout.num_windows - 1)[0].shape[0] == stream_len - 5 * (layout.num_windows - 1)
 
 
-def test_windows_are_views_not_copies():
-    layout = lay_out_streams(torch.arange(1000), batch_size=8, seq_len=10)
-    x, _ = layout.window(3)
-    assert x.is_contiguous() and x.untyped_storage().data_ptr() == layout.inputs.untyped_storage().data_ptr()
+def test_a_memory_mapped_corpus_is_laid_out_without_copying(tmp_path):
+    path = tmp_path / "ids.bin"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    ids = np.memmap(path, dtype=np.uint16, mode="r")
+    layout = lay_out_streams(ids, batch_size=8, seq_len=10)
+    assert np.shares_memory(layout.streams, ids)  # the epoch's layout is a view of the file
+    x, y = layout.window(3)
+    assert x[0].tolist() == [30 + b * 124 for b in range(8)] and torch.equal(y, x + 1)
 
 
 def test_consecutive_windows_continue_each_stream():
@@ -47,7 +53,7 @@ def test_offset_moves_between_epochs_deterministically():
     assert len(set(offsets[1:])) > 5
     assert offsets == [epoch_offset(e, 64, rng_seed=7) for e in range(20)]
     layout = lay_out_streams(torch.arange(1000), 4, 16, offset=offsets[1])
-    assert layout.inputs[0, 0] == offsets[1]
+    assert layout.window(0)[0][0, 0] == offsets[1]
 
 
 def test_eval_windows_read_the_text_once_in_order():

@@ -42,12 +42,16 @@ def test_eval_layout_scores_every_character_once_with_real_burn_in():
     ids = torch.arange(1, 1002)  # 1000 targets
     layout = lay_out_eval_streams(ids, streams=3, burn_in=50)
     span = 334
-    scored = layout.targets.t().flatten()
+    # rows come in chunks of any size; together they are the whole layout
+    chunks = [layout.rows(start, start + 100) for start in range(0, span, 100)]
+    inputs, targets = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    assert inputs.shape == targets.shape == (span, 3)
+    scored = targets.t().flatten()
     assert scored[scored >= 0].tolist() == list(range(2, 1002))
-    assert torch.equal(layout.targets[:, :][layout.targets >= 0], layout.inputs[layout.targets >= 0] + 1)
+    assert torch.equal(targets[targets >= 0], inputs[targets >= 0] + 1)
     assert layout.burn_in.shape == (50, 2)
     assert layout.burn_in[:, 0].tolist() == list(range(span + 1 - 50, span + 1))  # the 50 ids before stream 1
-    assert layout.burn_in[-1, 1] + 1 == layout.inputs[0, 2]
+    assert layout.burn_in[-1, 1] + 1 == inputs[0, 2]
 
 
 def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, tiny_config, tmp_path):

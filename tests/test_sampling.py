@@ -91,3 +91,32 @@ def test_the_exponential_race_samples_the_distribution():
     draws = torch.stack([pick_next(logits.expand(4000, 4), SamplingOptions(), generator) for _ in range(5)]).flatten()
     frequencies = torch.bincount(draws, minlength=4).float() / draws.numel()
     torch.testing.assert_close(frequencies, torch.softmax(logits[0], -1), atol=0.01, rtol=0)
+
+
+def test_a_byte_level_model_streams_whole_characters():
+    from charlm.vocab import ByteVocab
+
+    model = _model(vocab_size=256)
+    with torch.no_grad():  # make the head always prefer the bytes of "é" (0xC3 0xA9) in turn
+        model.head.weight.zero_()
+        model.head.bias.fill_(-1e4)
+        model.head.bias[0xC3] = 0.0
+        model.head.bias[0xA9] = 0.0
+    chars = list(generate(model, ByteVocab(), "é", 40, SamplingOptions(), torch.Generator().manual_seed(0)))
+    assert chars and all(len(c) == 1 for c in chars)
+    assert set(chars) <= {"é", "\ufffd"}  # never half a character
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_plain_sampling_follows_the_tempered_distribution(temperature):
+    vocab, model = Vocab.from_text("abcd"), _model(vocab_size=4)
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    with torch.no_grad():  # logits that ignore the state: every step draws from the same distribution
+        model.head.weight.zero_()
+        model.head.bias.copy_(probs.log())
+    n = 12_000
+    text = "".join(generate(model, vocab, "a", n, SamplingOptions(temperature=temperature),
+                            torch.Generator().manual_seed(3)))
+    expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+    counts = torch.tensor([text.count(c) for c in "abcd"], dtype=torch.float)
+    assert torch.allclose(counts / n, expected, atol=0.015), (counts / n, expected)

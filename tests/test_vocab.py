@@ -33,3 +33,16 @@ def test_json_round_trip_and_validation():
         Vocab.from_json(["b", "a"])
     with pytest.raises(ValueError):
         Vocab.from_json(["ab"])
+
+
+def test_byte_vocabulary_round_trips_and_streams_utf8_safely():
+    from charlm.vocab import ByteVocab
+
+    vocab = ByteVocab()
+    ids, skipped = vocab.encode("né😀")
+    assert ids.tolist() == list("né😀".encode()) and skipped == 0 and vocab.decode(ids) == "né😀"
+    assert Vocab.from_json(vocab.to_json()) == vocab
+    decoder = vocab.stream_decoder()
+    pieces = [decoder.feed(b) for b in "é😀".encode() + b"\xff" + "é".encode()[:1]]
+    # incomplete sequences are held back (""), an invalid byte shows as U+FFFD, a cut-off tail never shows
+    assert pieces == ["", "é", "", "", "", "😀", "\ufffd", ""]
