@@ -8,7 +8,9 @@ characters) and, each in a fresh process so peak RSS is its own:
 1. encodes it cold in character and in byte mode: MB/s and peak RSS against
    the size of the encoded array;
 2. times `charlm train` from process start to its first optimiser step, cold
-   (encoding included) and warm (cache present);
+   (encoding included) and warm (cache present), next to PyTorch's own floor
+   for the same start (import torch, build the same model and AdamW, one step:
+   the first optimizer alone imports torch._dynamo, over a second here);
 3. trains 200 steps on it and on a 1 MB corpus with the same settings and
    compares their peak RSS.
 
@@ -59,6 +61,28 @@ if steps:
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(result))
 """
+
+
+# PyTorch's own floor for the same start: import, build the same model and AdamW, take one step.
+BASELINE = r"""
+import json, sys, time
+launched = float(sys.argv[1])
+import torch, torch.nn.functional as F
+from torch import nn
+emb, rnn, head = nn.Embedding(300, 64), nn.LSTM(64, 128, 2), nn.Linear(128, 300)
+params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
+opt = torch.optim.AdamW(params, lr=1e-3)
+x, y = torch.randint(300, (128, 32)), torch.randint(300, (128, 32))
+out, _ = rnn(emb(x))
+F.cross_entropy(head(out).flatten(0, 1), y.flatten()).backward()
+opt.step()
+print(json.dumps({"seconds_from_launch_to_first_step": time.time() - launched}))
+"""
+
+
+def baseline() -> float:
+    done = subprocess.run([sys.executable, "-c", BASELINE, repr(time.time())], capture_output=True, text=True)
+    return json.loads(done.stdout)["seconds_from_launch_to_first_step"]
 
 
 def synthetic_corpus(path: Path, size_mb: int, seed: int = 0) -> None:
@@ -114,6 +138,7 @@ def main() -> None:
     shutil.rmtree(cache)
     cold = child("train", big, "chars", 1, cache)
     warm = child("train", big, "chars", 1, cache)
+    floor = min(baseline() for _ in range(2))
     print(f"first step cold {cold} warm {warm}", file=sys.stderr)
     train_big = child("train", big, "chars", 200, cache)
     train_small = child("train", small, "chars", 200, cache)
@@ -122,7 +147,9 @@ def main() -> None:
           "first_step": {"cold_seconds": round(cold["seconds_from_launch_to_first_step"], 2),
                          "warm_seconds": round(warm["seconds_from_launch_to_first_step"], 2),
                          "warm_prepare_seconds": round(warm["prepare_seconds"], 3),
-                         "warm_import_seconds": round(warm["import_seconds"], 2)},
+                         "warm_import_seconds": round(warm["import_seconds"], 2),
+                         "pytorch_floor_seconds": round(floor, 2),
+                         "warm_above_pytorch_floor_seconds": round(warm["seconds_from_launch_to_first_step"] - floor, 2)},
           "train_200_steps_peak_rss_mb": {"1GB": round(train_big["peak_rss_mb"]),
                                           "1MB": round(train_small["peak_rss_mb"]),
                                           "difference": round(train_big["peak_rss_mb"] - train_small["peak_rss_mb"])},

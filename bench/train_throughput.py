@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, emit, interleaved, machine_facts, matmul_peak_gflops  # noqa: E402
 
 from charlm.config import build_config  # noqa: E402
-from charlm.corpus import Corpus, read_corpus  # noqa: E402
+from charlm.corpus import read_corpus  # noqa: E402
+from charlm.encoding import EncodedCorpus  # noqa: E402
 from charlm.train import StepProgress, train  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -43,7 +44,7 @@ def forward_flops_per_char(cell: str, hidden: int, layers: int, vocab: int) -> i
     return flops + 2 * hidden * vocab
 
 
-def load_corpus() -> Corpus:
+def load_corpus() -> EncodedCorpus:
     if SHAKESPEARE.is_file():
         return read_corpus(SHAKESPEARE)
     path = Path(tempfile.mkdtemp()) / "synthetic.txt"
@@ -57,7 +58,7 @@ def load_corpus() -> Corpus:
 class CharlmSide:
     """charlm's training generator, advanced a few progress events at a time."""
 
-    def __init__(self, corpus: Corpus, cell: str, hidden: int, layers: int, batch: int, seq: int):
+    def __init__(self, corpus: EncodedCorpus, cell: str, hidden: int, layers: int, batch: int, seq: int):
         self.config = build_config({"cell": cell, "hidden_size": hidden, "num_layers": layers,
                                     "embedding_size": EMBEDDING, "batch_size": batch, "seq_len": seq,
                                     "max_steps": 10**9, "time_budget": "none", "eval_every": 10**9,
@@ -116,7 +117,7 @@ def main() -> None:
     configs = CONFIGS[2:3] + CONFIGS[4:5] if args.quick else CONFIGS
     rounds = 2 if args.quick else args.rounds
     corpus = load_corpus()
-    vocab = len(set(corpus.text))
+    vocab = corpus.vocab.size
     peak = matmul_peak_gflops()
     results = []
     for cell, hidden, layers, batch in configs:

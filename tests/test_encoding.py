@@ -128,3 +128,11 @@ def test_standard_splits_override_val_frac(tmp_path):
     corpus = open_corpus(_files(tmp_path, ["x" * 100]), standard_splits=(90, 95))
     parts = corpus.splits(val_frac=0.5)
     assert [len(parts[k]) for k in ("train", "val", "test")] == [90, 5, 5]
+
+
+def test_characters_beyond_the_basic_plane_are_counted_once(tmp_path):
+    files = _files(tmp_path, ["ab😀c€"])
+    ids, skipped = encode_files(files, Vocab.from_text("abc€"), skip_unknown=True)
+    assert ids.tolist() == [0, 1, 2, 3] and skipped == 1
+    with pytest.raises(VocabularyError, match="'😀'"):
+        encode_files(files, Vocab.from_text("abc€"))
