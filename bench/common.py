@@ -76,6 +76,16 @@ def interleaved(candidates: dict[str, Callable[[], float]], rounds: int) -> dict
             for name, values in results.items()}
 
 
+def paired_ratio(rates: dict[str, dict], numerator: str, denominator: str) -> dict:
+    """Median and range of the per-round ratio of two interleaved candidates.
+
+    Each round's pair ran back to back, so a slow spell of a shared machine
+    hits both alike and cancels in their ratio; medians of each side do not.
+    """
+    ratios = sorted(a / b for a, b in zip(rates[numerator]["rounds"], rates[denominator]["rounds"]))
+    return {"median": round(statistics.median(ratios), 3), "min": round(ratios[0], 3), "max": round(ratios[-1], 3)}
+
+
 def emit(result: dict, out: str | None) -> None:
     text = json.dumps(result, indent=2)
     if out:

@@ -80,6 +80,19 @@ print(json.dumps({"seconds_from_launch_to_first_step": time.time() - launched}))
 """
 
 
+def disk_write_mb_per_second(directory: Path, megabytes: int = 1024) -> float:
+    """What this disk sustains for a large synced write: the floor under writing an encoded cache."""
+    path, block = directory / "disk-probe.bin", os.urandom(16 << 20)
+    start = time.perf_counter()
+    with path.open("wb", buffering=0) as out:
+        for _ in range(megabytes // 16):
+            out.write(block)
+        os.fsync(out.fileno())
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return megabytes * (1 << 20) / 1e6 / seconds
+
+
 def baseline() -> float:
     done = subprocess.run([sys.executable, "-c", BASELINE, repr(time.time())], capture_output=True, text=True)
     return json.loads(done.stdout)["seconds_from_launch_to_first_step"]
@@ -126,6 +139,7 @@ def main() -> None:
     print(f"wrote {big.stat().st_size / 1e6:,.0f} MB in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     size_mb = big.stat().st_size / 1e6
 
+    disk = disk_write_mb_per_second(work)
     encode = {}
     for tokenizer in ("chars", "bytes"):
         result = child("encode", big, tokenizer, 0, cache)
@@ -133,6 +147,9 @@ def main() -> None:
         encoded_mb = result["encoded_bytes"] / 1e6
         result["peak_rss_limit_mb"] = round(3 * encoded_mb + 200, 1)
         result["peak_rss_within_limit"] = result["peak_rss_mb"] <= result["peak_rss_limit_mb"]
+        # the cache must reach the disk: writing it alone takes this long here
+        result["disk_floor_seconds"] = round(encoded_mb / disk, 2)
+        result["disk_floor_mb_per_second"] = round(size_mb / (encoded_mb / disk), 1)
         encode[tokenizer] = result
         print(f"encode {tokenizer}: {result}", file=sys.stderr)
     shutil.rmtree(cache)
@@ -143,6 +160,7 @@ def main() -> None:
     train_big = child("train", big, "chars", 200, cache)
     train_small = child("train", small, "chars", 200, cache)
     emit({"benchmark": "corpus_scale", "machine": machine_facts(), "corpus_mb": round(size_mb, 1),
+          "disk_write_mb_per_second": round(disk, 1),
           "encode": encode,
           "first_step": {"cold_seconds": round(cold["seconds_from_launch_to_first_step"], 2),
                          "warm_seconds": round(warm["seconds_from_launch_to_first_step"], 2),

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, interleaved, machine_facts  # noqa: E402
+from common import emit, interleaved, machine_facts, paired_ratio  # noqa: E402
 from train_throughput import CharlmSide, load_corpus  # noqa: E402
 
 from charlm.checkpoint import load_checkpoint  # noqa: E402
@@ -66,6 +66,7 @@ def main() -> None:
           "chars_per_second": medians, "rounds": {k: v["rounds"] for k, v in rates.items()},
           "ratio_eval_batched_to_train": round(medians["eval_batched"] / medians["train"], 2),
           "ratio_eval_exact_to_train": round(medians["eval_exact"] / medians["train"], 2),
+          "paired_ratio_eval_batched_to_train": paired_ratio(rates, "eval_batched", "train"),
           "nats_per_char": {"batched": round(losses["batched"], 5), "exact": round(losses["exact"], 5),
                             "difference": round(losses["batched"] - losses["exact"], 5),
                             "batched_streams": losses["batched_streams"]}}, args.out)

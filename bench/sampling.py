@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, interleaved, machine_facts, rate  # noqa: E402
+from common import emit, interleaved, machine_facts, paired_ratio, rate  # noqa: E402
 
 from charlm.model import CharRNN, ModelSpec  # noqa: E402
 from charlm.sampling import SamplingOptions, generate  # noqa: E402
@@ -83,6 +83,8 @@ def main() -> None:
             "rounds": {k: v["rounds"] for k, v in rates.items()},
             "speedup_vs_plain_loop_onednn_off": round(rates["charlm"]["median"] / rates["plain_loop_onednn_off"]["median"], 2),
             "speedup_vs_best_plain_loop": round(rates["charlm"]["median"] / best_reference, 2),
+            "paired_speedup_vs_plain_loop_onednn_off": paired_ratio(rates, "charlm", "plain_loop_onednn_off"),
+            "paired_speedup_vs_plain_loop_onednn_on": paired_ratio(rates, "charlm", "plain_loop_onednn_on"),
             # bytes of weights that one step must read: what bounds batch-1 speed on a CPU
             "weight_megabytes_per_char": round(sum(p.numel() for n, p in model.named_parameters()
                                                    if not n.startswith("embedding")) * 4 / 1e6, 2),
