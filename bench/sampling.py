@@ -58,6 +58,24 @@ def plain_loop_rate(model: CharRNN, chars: int, onednn: bool) -> float:
         torch.backends.mkldnn.enabled = previous
 
 
+def matmuls_only_rate(model: CharRNN, chars: int) -> float:
+    """Only the weight products one character needs (every layer's two, and the head), nothing else.
+
+    An upper bound for any batch-1 sampler on this machine built on PyTorch's
+    kernels: what is left between this and charlm's rate is the cells'
+    pointwise math, the draw and the per-op dispatch.
+    """
+    weights = [w for layer in model.rnn.all_weights for w in layer[:2]] + [model.head.weight]
+    vectors = [torch.zeros(1, w.shape[1]) for w in weights]
+
+    @torch.inference_mode()
+    def run() -> None:
+        for _ in range(chars):
+            for w, v in zip(weights, vectors):
+                torch.mm(v, w.t())
+    return rate(chars, run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the JSON here")
@@ -74,6 +92,7 @@ def main() -> None:
             "charlm": lambda: charlm_rate(model, chars),
             "plain_loop_onednn_off": lambda: plain_loop_rate(model, chars, onednn=False),
             "plain_loop_onednn_on": lambda: plain_loop_rate(model, chars // 5, onednn=True),
+            "matmuls_only_bound": lambda: matmuls_only_rate(model, chars),
         }, args.rounds)
         best_reference = max(rates["plain_loop_onednn_off"]["median"], rates["plain_loop_onednn_on"]["median"])
         results.append({
