@@ -38,6 +38,8 @@ FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("best", "last")
 DEFAULT_ROOT = Path("checkpoints")
+# The way out of a checkpoint that cannot be used, for every message that says so.
+_DAMAGED = "use another checkpoint or train again"
 
 
 # -- atomic file writing ---------------------------------------------------
@@ -54,7 +56,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         _fsync_directory(path.parent)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}; free some space or check "
+                                "the folder's permissions") from None
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -70,7 +73,8 @@ def append_jsonl(path: Path, record: dict) -> None:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}; free some space or check "
+                                "the folder's permissions") from None
 
 
 def _tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -110,7 +114,7 @@ def save_checkpoint(run_dir: Path, kind: str, model: CharRNN, meta: dict,
     """Write weights (and, for 'last', the resume state), then commit with <kind>.json."""
     weights = model.state_dict()
     if not all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point()):
-        raise CharlmError("refusing to save a checkpoint with NaN or infinite weights")
+        raise CharlmError("refusing to save a checkpoint with NaN or infinite weights; lower the learning rate (--lr)")
     step = meta["step"]
     record = dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, kind=kind,
                   weights=f"weights-{kind}-{step:08d}.safetensors")
@@ -158,15 +162,15 @@ def read_record(json_path: Path) -> dict:
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {json_path}: {exc.strerror}") from None
+        raise CheckpointError(f"cannot read checkpoint {json_path}: {exc.strerror}; check its permissions") from None
     except ValueError:
-        raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON") from None
+        raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON; {_DAMAGED}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{json_path} is not a charlm checkpoint")
+        raise CheckpointError(f"{json_path} is not a charlm checkpoint; pass a run directory made by charlm train")
     if record.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {json_path} has format version {record.get('format_version')!r}; "
-            f"this charlm reads version {FORMAT_VERSION}"
+            f"this charlm reads version {FORMAT_VERSION}; open it with the charlm that wrote it, or train again"
         )
     return record
 
@@ -176,11 +180,11 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     try:
         return load_safetensors_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc})") from None
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc}); {_DAMAGED}") from None
 
 
 def resolve_checkpoint(path: Path | None, root: Path = DEFAULT_ROOT, kind: str = "best") -> Path:
@@ -190,11 +194,12 @@ def resolve_checkpoint(path: Path | None, root: Path = DEFAULT_ROOT, kind: str =
     if path.is_file():
         return path
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (runs are saved under {root}/)")
     for name in (f"{kind}.json", "last.json", "best.json"):
         if (path / name).is_file():
             return path / name
-    raise CheckpointError(f"{path} holds no checkpoint (no best.json or last.json)")
+    raise CheckpointError(f"{path} holds no checkpoint (no best.json or last.json); "
+                          "pass a run directory made by charlm train")
 
 
 def find_latest_run(root: Path = DEFAULT_ROOT) -> Path:
@@ -215,11 +220,12 @@ def load_checkpoint(path: Path | None = None, root: Path = DEFAULT_ROOT, kind: s
         config = build_config(record["config"])
         weights_path = json_path.parent / record["weights"]
     except (KeyError, TypeError, ValueError, CharlmError) as exc:
-        raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}") from None
+        raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}; {_DAMAGED}") from None
     if spec.vocab_size != vocab.size:
-        raise CheckpointError(f"checkpoint {json_path} is damaged: vocabulary size does not match the model")
+        raise CheckpointError(f"checkpoint {json_path} is damaged: vocabulary size does not match the model; "
+                              f"{_DAMAGED}")
     if not weights_path.is_file():
-        raise CheckpointError(f"checkpoint {json_path} refers to {weights_path.name}, which is missing")
+        raise CheckpointError(f"checkpoint {json_path} refers to {weights_path.name}, which is missing; {_DAMAGED}")
     model = CharRNN(spec)
     load_weights(model, read_tensors(weights_path), weights_path)
     model.eval()
@@ -232,11 +238,11 @@ def load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], source: Path)
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}; {_DAMAGED}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
             raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
-                                  f"the model needs {tuple(expected[name].shape)}")
+                                  f"the model needs {tuple(expected[name].shape)}; {_DAMAGED}")
     model.load_state_dict(tensors)
 
 

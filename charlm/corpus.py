@@ -31,7 +31,7 @@ def read_corpus(path: Path, normalize_newlines: bool = False, tokenizer: str = "
     from charlm.sources import SourceFile
 
     if not path.exists():
-        raise CorpusError(f"corpus file {path} does not exist")
+        raise CorpusError(f"corpus file {path} does not exist; check the path")
     if path.is_dir():
         raise CorpusError(f"{path} is a directory; give the path of a text file")
     return open_corpus([SourceFile(path, named=True)], tokenizer, normalize_newlines, cache_dir)

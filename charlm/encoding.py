@@ -19,8 +19,10 @@ one folder per (checksum, tokenizer, newline handling): `ids.bin` and
 cached). A small index keyed by the files' paths, sizes and modification
 times finds that folder without reading the files again, so a second run on
 the same corpus opens a memory-map in milliseconds; a touched but unchanged
-file is re-hashed, found by checksum, and not re-encoded. Deleting the cache
-is always safe.
+file is re-hashed, found by checksum, and not re-encoded. The index also
+keeps its files' own facts (their paths, the files skipped), as files at
+other paths with the same bytes share the folder; a `strict` run takes no
+cached encoding that skipped a file. Deleting the cache is always safe.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def _raw_chunks(path: Path) -> Iterator[bytes]:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
     except OSError as exc:
-        raise CorpusError(f"{path} cannot be read ({exc.strerror})") from None
+        raise CorpusError(f"{path} cannot be read ({exc.strerror}); check its permissions") from None
 
 
 class _NoHash:
@@ -256,7 +258,8 @@ def _survey(files: list[SourceFile], tokenizer: str, normalize: bool, strict: bo
         kept.append(source)
         sizes.append(reader.size)
     if not kept:
-        raise CorpusError("no files left to train on: " + "; ".join(warnings))
+        raise CorpusError("no files left to train on: " + "; ".join(warnings)
+                          + "; convert them to UTF-8, or train on their bytes: --tokenizer bytes")
     size_bytes = sum(sizes) + len(FILE_SEPARATOR) * (len(kept) - 1)
     return _Survey(files=kept, sizes=sizes, sha256=whole.hexdigest(), size_bytes=size_bytes, counts=counts,
                    tokens=tokens, warnings=warnings)
@@ -321,7 +324,7 @@ def _encode_stream(files: list[SourceFile], vocab: Vocab | ByteVocab, normalize:
                     shown = ", ".join(repr(c) for c in missing[:10]) + (
                         f" and {len(missing) - 10} more" if len(missing) > 10 else "")
                     raise VocabularyError(f"{source.path}: {len(missing)} character(s) not in the model's "
-                                          f"vocabulary: {shown}; --skip-unknown scores the rest")
+                                          f"vocabulary: {shown}; pass --skip-unknown to score the rest")
                 yield ids[~unknown], int(unknown.sum())
             else:
                 yield ids, 0
@@ -451,25 +454,28 @@ def open_corpus(files: list[SourceFile], tokenizer: str = "chars", normalize_new
     if tokenizer not in TOKENIZERS:
         raise CorpusError(f"tokenizer must be chars or bytes, got {tokenizer!r}")
     name = name or files[0].path.stem
-    finish = lambda corpus: EncodedCorpus(ids=corpus.ids, vocab=corpus.vocab,  # noqa: E731
-                                          info=dict(corpus.info, name=name), standard_splits=standard_splits)
     index_file = None
     if cache_dir is not None and sum(_size(f.path) for f in files) < CACHE_MIN_BYTES:
         cache_dir = None
     if cache_dir is not None:
         index_file = cache_dir / "index" / f"{_stat_key(files, tokenizer, normalize_newlines)}.json"
         try:
-            entry = cache_dir / json.loads(index_file.read_text(encoding="utf-8"))["entry"]
-            cached = _load_entry(entry)
-            if cached is not None:
-                return finish(cached)
-        except (OSError, ValueError, KeyError, TypeError):
+            indexed = json.loads(index_file.read_text(encoding="utf-8"))
+            cached = _load_entry(cache_dir / indexed["entry"])
+            # The index holds these files' own info: an entry is shared by every file set with the same bytes.
+            info = indexed.get("info") or (cached.info if cached else None)
+            # An entry made without strict may have skipped files that strict refuses: survey them again,
+            # which raises the same error as an uncached strict run.
+            if cached is not None and not (strict and info.get("skipped")):
+                return _finish(cached, info, name, standard_splits)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
     survey = _survey(files, tokenizer, normalize_newlines, strict)
     vocab = _vocab_of(survey, tokenizer)
     if not survey.tokens or not _has_non_space(survey.counts):
-        what = files[0].path if len(files) == 1 else "the corpus"
-        raise CorpusError(f"corpus {what} is empty" if not survey.tokens else f"corpus {what} holds only whitespace")
+        what, text = (files[0].path, "a text file") if len(files) == 1 else (f"of {len(files)} files", "text files")
+        problem = "is empty" if not survey.tokens else "holds only whitespace"
+        raise CorpusError(f"corpus {what} {problem}; give {text} with some content")
     info = _info(survey, name)
     if cache_dir is None:
         ids, _ = encode_files(survey.files, vocab, normalize_newlines, complete=True)
@@ -488,8 +494,13 @@ def open_corpus(files: list[SourceFile], tokenizer: str = "chars", normalize_new
         write_atomic(entry / "meta.json", json.dumps(meta).encode("utf-8"))
         cached = _load_entry(entry)
     index_file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(index_file, json.dumps({"entry": entry.name}).encode("utf-8"))
-    return finish(cached)
+    write_atomic(index_file, json.dumps({"entry": entry.name, "info": info}).encode("utf-8"))
+    return _finish(cached, info, name, standard_splits)
+
+
+def _finish(cached: EncodedCorpus, info: dict, name: str, standard_splits) -> EncodedCorpus:
+    return EncodedCorpus(ids=cached.ids, vocab=cached.vocab, info=dict(info, name=name),
+                         standard_splits=standard_splits)
 
 
 def _size(path: Path) -> int:
@@ -518,7 +529,7 @@ def reopen_recorded(info: dict, tokenizer: str, normalize_newlines: bool, cache_
         where = f"{info.get('name')} ({paths[0]}{' ...' if len(paths) > 1 else ''})"
         if for_resume:
             raise CorpusError(f"the corpus {where} is not the one this run was trained on (it has changed "
-                              "since: its checksum differs); cannot resume")
+                              "since: its checksum differs); restore it to resume, or start a new run with --out")
         raise CorpusError(f"the run's corpus {where} has changed since training, so its validation split "
                           "is not the same text; pass the text to score: charlm eval FILE")
     return corpus

@@ -111,8 +111,8 @@ def split_ids(checkpoint: Checkpoint, split: str = "val", cache_dir: Path | None
                              cache_dir)
     parts = corpus.splits(config.val_frac)
     if split not in parts:
-        raise CorpusError(f"the run's corpus {corpus.name} has no {split} split; only corpora with standard "
-                          "splits (enwik8, text8) have a test split")
+        raise CorpusError(f"the run's corpus {corpus.name} has no {split} split (only enwik8 and text8 have one); "
+                          "use --split val, or score a file: charlm eval FILE")
     return parts[split]
 
 
@@ -126,11 +126,11 @@ def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, s
     if text_path is None:
         return evaluate_ids(model, split_ids(checkpoint, split, cache_dir), device, streams=streams, unit=unit)
     if not text_path.exists():
-        raise CorpusError(f"text file {text_path} does not exist")
+        raise CorpusError(f"text file {text_path} does not exist; check the path")
     if text_path.is_dir():
         raise CorpusError(f"{text_path} is a directory; give the path of a text file")
     ids, skipped = encode_files([SourceFile(text_path, named=True)], checkpoint.vocab,
                                 checkpoint.config.normalize_newlines, skip_unknown)
     if len(ids) < 2:
-        raise CorpusError(f"{text_path} has fewer than two characters the model knows; nothing to score")
+        raise CorpusError(f"{text_path} has fewer than two characters the model knows; give a longer text")
     return evaluate_ids(model, ids, device, streams=streams, skipped=skipped, unit=unit)

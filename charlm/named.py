@@ -100,7 +100,7 @@ def fetch(name: str, directory: Path = CORPORA_DIR,
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CorpusError(f"cannot create {directory}: {exc.strerror}") from None
+        raise CorpusError(f"cannot create {directory}: {exc.strerror}; check the permissions of its parent") from None
     download = directory / f".{corpus.name}.download"
     try:
         _download(corpus, download, progress)
@@ -154,5 +154,6 @@ def _unpack(corpus: NamedCorpus, archive: Path, target: Path) -> None:
             while block := source.read(_BLOCK):
                 out.write(block)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise CorpusError(f"cannot unpack {corpus.member} from the {corpus.name} archive: {exc}") from None
+        raise CorpusError(f"cannot unpack {corpus.member} from the {corpus.name} archive: {exc}; "
+                          f"run `charlm corpus get {corpus.name}` again") from None
     os.replace(partial, target)

@@ -96,7 +96,8 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
             walked = [p for p in _walk(path) if _matches(p.relative_to(path), include)]
             if not walked:
                 raise CorpusError(f"directory {path} has no files to train on"
-                                  + (f" matching --include {' '.join(include)}" if include else ""))
+                                  + (f" matching --include {' '.join(include)}; check the globs" if include
+                                     else "; check the path"))
             for found in walked:
                 add(found, named=False)
         elif path.exists():
@@ -104,11 +105,12 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
         elif _GLOB_CHARS & set(argument):
             matched = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file())
             if not matched:
-                raise CorpusError(f"no files match {argument}")
+                raise CorpusError(f"no files match {argument}; check the pattern and the folder you run from")
             for found in matched:
                 add(found, named=False)
         else:
-            raise CorpusError(f"corpus file {path} does not exist")
+            raise CorpusError(f"corpus file {path} does not exist; check the path")
     if not selection.files:
-        raise CorpusError("no files left to train on: " + "; ".join(selection.warnings))
+        raise CorpusError("no files left to train on: " + "; ".join(selection.warnings)
+                          + "; point at text files, or pick them with --include GLOB")
     return selection

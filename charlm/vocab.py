@@ -87,7 +87,8 @@ class Vocab:
         if unknown and not skip_unknown:
             missing = sorted({chr(p) for p in points[~known].unique().tolist()})
             raise VocabularyError(
-                f"{len(missing)} character(s) not in the model's vocabulary: {_describe(missing)}"
+                f"{len(missing)} character(s) not in the model's vocabulary: {_describe(missing)}; "
+                "use only characters of its training text"
             )
         return ids[known].long(), unknown
 

@@ -123,63 +123,101 @@ def _setup_run(trained_run, tmp_path, damage=None):
 
 TINY = str(REPO / "configs" / "tiny.toml")
 
-# (name, files to create, command line, setup of a trained run, words the message must contain)
+def _row(name, files, argv, run_setup, problem, way_out):
+    """files: relative path -> content (str or bytes), or None for an empty directory.
+    problem, way_out: what the message must say is wrong, and how to put it right (None: not yet, see below)."""
+    return pytest.param(files, argv, run_setup, problem, way_out, id=name)
+
+
+# Range and choice errors state the allowed values: that is their way out.
 BAD_INPUTS = [
-    ("missing file", {}, ["train", "nope.txt"], None, "does not exist"),
-    ("directory of binary files", {"adir/x.bin": b"\0\1\2"}, ["train", "adir"], None, "looks binary"),
-    ("glob matching nothing", {}, ["train", "*.txt"], None, "no files match"),
-    ("unknown tokenizer", {"c.txt": TEXT}, ["train", "c.txt", "--tokenizer", "words"], None, "chars, bytes"),
-    ("eval test split without one", {}, ["eval", "--split", "test"], "ok", "has no test split"),
-    ("empty file", {"e.txt": ""}, ["train", "e.txt"], None, "is empty"),
-    ("whitespace only", {"w.txt": " \n\t\n"}, ["train", "w.txt"], None, "only whitespace"),
-    ("not utf-8", {"b.txt": b"abc\xff\xfe"}, ["train", "b.txt"], None, "byte 0xff at offset 3"),
-    ("shorter than one batch", {"s.txt": "tiny text"}, ["train", "s.txt", "--config", TINY], None, "too short"),
-    ("val-frac 0", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "0"], None, "val_frac"),
-    ("val-frac 1", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "1"], None, "val_frac"),
-    ("val-frac negative", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "-0.2"], None, "val_frac"),
-    ("seq-len 0", {"c.txt": TEXT}, ["train", "c.txt", "--seq-len", "0"], None, "seq_len"),
-    ("batch-size negative", {"c.txt": TEXT}, ["train", "c.txt", "--batch-size", "-4"], None, "batch_size"),
-    ("hidden-size 0", {"c.txt": TEXT}, ["train", "c.txt", "--hidden-size", "0"], None, "hidden_size"),
-    ("unknown cell", {"c.txt": TEXT}, ["train", "c.txt", "--cell", "transformer"], None, "must be one of rnn, lstm, gru"),
-    ("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None, "time budget 'soon'"),
-    ("unknown config key", {"c.txt": TEXT, "k.toml": "hiden_size = 3\n"}, ["train", "c.txt", "--config", "k.toml"],
-     None, "unknown config key 'hiden_size'"),
-    ("malformed toml", {"c.txt": TEXT, "m.toml": "lr = = 1\n"}, ["train", "c.txt", "--config", "m.toml"], None,
-     "not valid TOML"),
-    ("missing config", {"c.txt": TEXT}, ["train", "c.txt", "--config", "nope.toml"], None, "not found"),
-    ("resume with no run", {"c.txt": TEXT}, ["train", "c.txt", "--resume"], None, "nothing to resume"),
-    ("existing run without resume", {}, ["train", "fox.txt", "--config", TINY], "ok", "already exists"),
-    ("checkpoint missing", {}, ["sample", "--checkpoint", "nowhere"], None, "does not exist"),
-    ("no runs yet", {}, ["sample"], None, "no trained runs"),
-    ("truncated weights", {}, ["sample"], "truncate", "damaged"),
-    ("corrupted json", {}, ["sample"], "json", "not valid JSON"),
-    ("wrong version", {}, ["eval"], "version", "format version 0"),
-    ("prime out of vocabulary", {}, ["sample", "--seed", "the €"], "ok", "'€'"),
-    ("negative temperature", {}, ["sample", "--temperature", "-1"], "ok", "--temperature"),
-    ("top-p zero", {}, ["sample", "--top-p", "0"], "ok", "--top-p"),
-    ("top-p above one", {}, ["sample", "--top-p", "1.5"], "ok", "--top-p"),
-    ("top-k zero", {}, ["sample", "--top-k", "0"], "ok", "--top-k"),
-    ("negative length", {}, ["sample", "--length", "-5"], "ok", "--length"),
-    ("eval unknown characters", {"odd.txt": "the fox€"}, ["eval", "odd.txt"], "ok", "--skip-unknown"),
-    ("eval missing file", {}, ["eval", "gone.txt"], "ok", "does not exist"),
-    ("eval corpus gone", {}, ["eval"], "corpus-gone", "is gone"),
-    ("eval corpus changed", {}, ["eval"], "corpus-changed", "has changed"),
+    _row("missing file", {}, ["train", "nope.txt"], None, "corpus file nope.txt does not exist", "check the path"),
+    _row("directory given as file", {"d/a.txt": TEXT}, ["eval", "d"], "ok", "d is a directory",
+         "give the path of a text file"),
+    _row("directory with no files", {"hollow": None}, ["train", "hollow"], None,
+         "directory hollow has no files to train on", "check the path"),
+    _row("directory of binary files", {"adir/x.bin": b"\0\1\2"}, ["train", "adir"], None,
+         "no files left to train on: skipped adir/x.bin: it looks binary", "point at text files"),
+    _row("glob matching nothing", {}, ["train", "*.txt"], None, "no files match *.txt", "check the pattern"),
+    _row("unknown tokenizer", {"c.txt": TEXT}, ["train", "c.txt", "--tokenizer", "words"], None, "got 'words'",
+         "must be one of chars, bytes"),
+    _row("eval test split without one", {}, ["eval", "--split", "test"], "ok", "has no test split",
+         "use --split val"),
+    _row("empty file", {"e.txt": ""}, ["train", "e.txt"], None, "corpus e.txt is empty",
+         "give a text file with some content"),
+    _row("whitespace only", {"w.txt": " \n\t\n"}, ["train", "w.txt"], None, "corpus w.txt holds only whitespace",
+         "give a text file with some content"),
+    _row("not utf-8", {"b.txt": b"abc\xff\xfe"}, ["train", "b.txt"], None, "byte 0xff at offset 3",
+         "convert it to UTF-8"),
+    _row("shorter than one batch", {"s.txt": "tiny text"}, ["train", "s.txt", "--config", TINY], None, "too short",
+         "use a longer text"),
+    _row("val-frac 0", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "0"], None, "--val-frac", "must be > 0.0"),
+    _row("val-frac 1", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "1"], None, "--val-frac", "must be < 1.0"),
+    _row("val-frac negative", {"c.txt": TEXT}, ["train", "c.txt", "--val-frac", "-0.2"], None, "--val-frac",
+         "must be > 0.0"),
+    _row("seq-len 0", {"c.txt": TEXT}, ["train", "c.txt", "--seq-len", "0"], None, "--seq-len", "must be >= 1"),
+    _row("batch-size negative", {"c.txt": TEXT}, ["train", "c.txt", "--batch-size", "-4"], None, "--batch-size",
+         "must be >= 1"),
+    _row("hidden-size 0", {"c.txt": TEXT}, ["train", "c.txt", "--hidden-size", "0"], None, "--hidden-size",
+         "must be >= 1"),
+    _row("unknown cell", {"c.txt": TEXT}, ["train", "c.txt", "--cell", "transformer"], None, "got 'transformer'",
+         "must be one of rnn, lstm, gru"),
+    _row("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None,
+         "time budget 'soon'", "such as 90s, 5m or 1h"),
+    _row("unknown config key", {"c.txt": TEXT, "k.toml": "hiden_size = 3\n"}, ["train", "c.txt", "--config", "k.toml"],
+         None, "unknown config key 'hiden_size'", "known keys: "),
+    # The next two messages live in config.py and do not give their way out yet.
+    _row("malformed toml", {"c.txt": TEXT, "m.toml": "lr = = 1\n"}, ["train", "c.txt", "--config", "m.toml"], None,
+         "config file m.toml is not valid TOML", None),
+    _row("missing config", {"c.txt": TEXT}, ["train", "c.txt", "--config", "nope.toml"], None,
+         "config file nope.toml not found", None),
+    _row("resume with no run", {"c.txt": TEXT}, ["train", "c.txt", "--resume"], None, "nothing to resume",
+         "start a new run without --resume"),
+    _row("existing run without resume", {}, ["train", "fox.txt", "--config", TINY], "ok",
+         "run directory checkpoints/fox already exists", "continue it with --resume"),
+    _row("checkpoint missing", {}, ["sample", "--checkpoint", "nowhere"], None, "checkpoint nowhere does not exist",
+         "check the path"),
+    _row("no checkpoints/ yet", {}, ["sample"], None, "no trained runs under checkpoints/", "train one first"),
+    _row("checkpoints/ is empty", {"checkpoints": None}, ["sample"], None, "no trained runs under checkpoints/",
+         "train one first"),
+    _row("truncated weights", {}, ["sample"], "truncate", "is damaged or not a safetensors file",
+         "use another checkpoint or train again"),
+    _row("corrupted json", {}, ["sample"], "json", "is damaged: not valid JSON", "use another checkpoint or train again"),
+    _row("wrong version", {}, ["eval"], "version", "format version 0", "or train again"),
+    _row("prime out of vocabulary", {}, ["sample", "--seed", "the €"], "ok", "'€'",
+         "use only characters of its training text"),
+    _row("negative temperature", {}, ["sample", "--temperature", "-1"], "ok", "--temperature",
+         "must be 0 (greedy) or positive"),
+    _row("top-p zero", {}, ["sample", "--top-p", "0"], "ok", "--top-p", "must be in (0, 1]"),
+    _row("top-p above one", {}, ["sample", "--top-p", "1.5"], "ok", "--top-p", "must be in (0, 1]"),
+    _row("top-k zero", {}, ["sample", "--top-k", "0"], "ok", "--top-k", "must be at least 1"),
+    _row("negative length", {}, ["sample", "--length", "-5"], "ok", "--length", "must be 0 or more"),
+    _row("eval unknown characters", {"odd.txt": "the fox€"}, ["eval", "odd.txt"], "ok",
+         "not in the model's vocabulary: '€'", "pass --skip-unknown"),
+    _row("eval missing file", {}, ["eval", "gone.txt"], "ok", "text file gone.txt does not exist", "check the path"),
+    _row("eval corpus gone", {}, ["eval"], "corpus-gone", "is gone", "charlm eval FILE"),
+    _row("eval corpus changed", {}, ["eval"], "corpus-changed", "has changed", "charlm eval FILE"),
 ]
 if not torch.cuda.is_available():
-    BAD_INPUTS.append(("cuda without cuda", {"c.txt": TEXT}, ["train", "c.txt", "--device", "cuda"], None, "no CUDA"))
+    BAD_INPUTS.append(_row("cuda without cuda", {"c.txt": TEXT}, ["train", "c.txt", "--device", "cuda"], None,
+                           "no CUDA", "use --device cpu"))
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file (size, mtime) and every directory under root: a command that fails must leave it as it was."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("name, files, argv, run_setup, words", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_gets_one_line_and_changes_nothing(name, files, argv, run_setup, words, tmp_path, monkeypatch,
+@pytest.mark.parametrize("files, argv, run_setup, problem, way_out", BAD_INPUTS)
+def test_bad_input_gets_one_line_and_changes_nothing(files, argv, run_setup, problem, way_out, tmp_path, monkeypatch,
                                                      trained_run):
     monkeypatch.chdir(tmp_path)
     for rel, content in files.items():
         path = tmp_path / rel
+        if content is None:
+            path.mkdir(parents=True)
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     if run_setup:
@@ -189,9 +227,10 @@ def test_bad_input_gets_one_line_and_changes_nothing(name, files, argv, run_setu
     assert result.exit_code == 1, (result.exit_code, result.output)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("charlm: error: "), result.stderr
-    assert words in lines[0]
+    assert problem in lines[0], lines[0]
+    assert way_out is None or way_out in lines[0], f"no way out ({way_out!r}) in: {lines[0]}"
     assert "Traceback" not in result.output
-    assert _snapshot(tmp_path) == before  # nothing written, nothing overwritten
+    assert _snapshot(tmp_path) == before  # nothing written, overwritten or left behind, empty directories included
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -240,4 +279,6 @@ def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", denied)
     result = CliRunner().invoke(app, ["train", "fox.txt", "--config", TINY, "--out", "locked/run"])
     assert result.exit_code == 1
-    assert result.stderr.strip() == "charlm: error: cannot create run directory locked/run: Permission denied"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlm: error: cannot create run directory locked/run: "
+                                                   "Permission denied"), result.stderr

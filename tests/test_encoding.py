@@ -115,6 +115,28 @@ def test_a_damaged_cache_entry_is_rebuilt(tmp_path, cache_small):
     assert open_corpus(files, cache_dir=cache).text() == first.text()
 
 
+def test_strict_refuses_a_cached_encoding_that_skipped_a_file(tmp_path, cache_small):
+    files = _files(tmp_path, ["good text\n" * 50, b"bad \xff\n", "more text\n" * 50], named=False)
+    cache = tmp_path / "cache"
+    lenient = open_corpus(files, cache_dir=cache)
+    assert isinstance(lenient.ids, np.memmap) and len(lenient.info["skipped"]) == 1  # cached, one file skipped
+    with pytest.raises(CorpusError, match="f1.txt is not UTF-8 text: byte 0xff at offset 4"):
+        open_corpus(files, cache_dir=cache, strict=True)
+    assert open_corpus(files, cache_dir=cache).info["skipped"] == lenient.info["skipped"]  # still served
+
+
+def test_files_sharing_a_cached_encoding_keep_their_own_paths(tmp_path, cache_small):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    for path in (first, second):
+        path.write_text("the same bytes\n" * 50)
+    cache = tmp_path / "cache"
+    for _ in range(2):  # encoded, then found through the index
+        for path in (first, second):
+            corpus = open_corpus([SourceFile(path, named=True)], cache_dir=cache)
+            assert [f["path"] for f in corpus.info["files"]] == [str(path.resolve())]
+    assert len([p for p in cache.iterdir() if p.name != "index"]) == 1  # one encoding, shared
+
+
 def test_encoding_with_a_given_vocabulary_counts_or_refuses_unknowns(tmp_path):
     files = _files(tmp_path, ["abcxyz"])
     vocab = Vocab.from_text("abc")
