@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 import typer
 
 from charlm.checkpoint import DEFAULT_ROOT, load_checkpoint
-from charlm.config import build_config, config_help, load_config_file
+from charlm.config import build_config, config_help, load_config_file, parse_duration
+from charlm.distributed import World, join, leave, main_first
 from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
 from charlm.errors import CharlmError, CorpusError
 from charlm.evaluate import evaluate_checkpoint
@@ -124,38 +125,64 @@ def train(
     log_every: Optional[int] = _opt("log_every"),
     sample_length: Optional[int] = _opt("sample_length"),
     device: Optional[str] = _opt("device"),
+    precision: Optional[str] = _opt("precision"),
+    dist_timeout: Optional[str] = _opt("dist_timeout"),
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
     """Train a model on text files, directories or a named corpus (default: the Python standard library)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
     arguments = list(corpus or [])
-    with user_errors():
+    with user_errors(), _process_group() as world:
         preset = load_config_file(config) if config else {}
         if resume:
             run_dir = out or DEFAULT_ROOT / run_name(arguments)
             resolved = resumed_config(run_dir, {**preset, **flags})
-            if arguments:
-                encoded = open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines)
-            else:
-                encoded = reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer,
-                                          resolved.normalize_newlines, default_cache_dir(), for_resume=True)
         else:
             named = _named(arguments)
             if named and "tokenizer" not in {**preset, **flags}:
                 flags["tokenizer"] = named.tokenizer  # enwik8 is read as bytes, as published figures are
             resolved = build_config(preset, flags)
-            encoded = open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines)
             run_dir = out or DEFAULT_ROOT / run_name(arguments)
-        render = TrainRenderer()
+        join(world, resolve_device(resolved.device), parse_duration(resolved.dist_timeout))
+
+        def open_corpus_once() -> EncodedCorpus:
+            if resume and not arguments:
+                return reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer, resolved.normalize_newlines,
+                                       default_cache_dir(), for_resume=True)
+            return open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines,
+                               quiet=not world.is_main)
+
+        encoded = main_first(world, open_corpus_once)  # rank 0 fetches and caches; the others reuse it
+        render = TrainRenderer() if world.is_main else (lambda event: None)
         stop = StopFlag()
+        finished = None
         with stop.installed():
-            for event in train_run(encoded, resolved, run_dir, resume=resume, stop_requested=stop):
+            for event in train_run(encoded, resolved, run_dir, resume=resume, stop_requested=stop, world=world):
                 render(event)
+                finished = event
         if stop.signal is not None:
-            typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: "
-                       f"charlm train --resume --out {run_dir}", err=True)
+            if world.is_main:
+                saved = finished is not None and finished.step > 0
+                typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: "
+                           f"charlm train --resume --out {run_dir}" if saved else
+                           "charlm: stopped before the first step; nothing was saved", err=True)
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
+
+
+@contextmanager
+def _process_group() -> Iterator[World]:
+    """This process's place in a torchrun launch (alone without one); leaves the group at the end."""
+    world = World.from_environment()
+    try:
+        yield world
+    except typer.Exit:  # stopped by a signal, after every rank saved its part
+        leave()
+        raise
+    except BaseException:  # perhaps on this rank alone: waiting for the others could hang
+        leave(finished=False)
+        raise
+    leave()
 
 
 def _named(arguments: list[str]):
@@ -179,8 +206,9 @@ def run_name(arguments: list[str]) -> str:
 
 
 def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
-                normalize_newlines: bool) -> EncodedCorpus:
-    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr."""
+                normalize_newlines: bool, quiet: bool = False) -> EncodedCorpus:
+    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet)."""
+    echo = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))
     named = _named(arguments)
     if named:
         if named.standard_splits and tokenizer != named.tokenizer:
@@ -192,16 +220,16 @@ def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, t
     else:
         selection = select_files(arguments, include, strict)
         for warning in selection.warnings:
-            typer.echo(f"charlm: warning: {warning}", err=True)
+            echo(f"charlm: warning: {warning}")
         files, name, splits = selection.files, run_name(arguments), None
     size = sum(f.path.stat().st_size for f in files)
     if size > 50_000_000:
-        typer.echo(f"charlm: preparing {size / 1e6:,.0f} MB of text (encoded once, then memory-mapped from "
-                   f"{default_cache_dir()})", err=True)
+        echo(f"charlm: preparing {size / 1e6:,.0f} MB of text (encoded once, then memory-mapped from "
+             f"{default_cache_dir()})")
     encoded = open_corpus(files, tokenizer, normalize_newlines, default_cache_dir(), name=name, strict=strict,
                           standard_splits=splits)
     for warning in encoded.info.get("skipped", []):
-        typer.echo(f"charlm: warning: {warning}", err=True)
+        echo(f"charlm: warning: {warning}")
     return encoded
 
 

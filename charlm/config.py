@@ -8,6 +8,7 @@ two equal), so a preset only needs the keys it changes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import tomllib
@@ -20,6 +21,7 @@ from charlm.errors import ConfigError
 CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _field(default: Any, help: str, **rules: Any) -> Any:
@@ -60,6 +62,11 @@ class TrainConfig:
     sample_length: int = _field(200, "characters of sample shown at each evaluation; 0 for none", min=0)
     # runtime
     device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps", choices=DEVICES)
+    precision: str = _field("auto", "autocast precision of training: auto (bf16 where it is faster, else fp32), "
+                                    "fp32, bf16, or fp16 (GPU only, with loss scaling); weights stay fp32",
+                            choices=PRECISIONS)
+    dist_timeout: str = _field("10m", "multi-process training (torchrun): how long a process waits for the "
+                                      "others before giving up, e.g. 30s, 10m")
     rng_seed: int = _field(1337, "seed for weights, data offsets, dropout and samples")
 
     def __post_init__(self) -> None:
@@ -67,6 +74,7 @@ class TrainConfig:
             _check_field(f, getattr(self, f.name))
         if self.time_budget is not None:
             parse_duration(self.time_budget)
+        parse_duration(self.dist_timeout, what="dist_timeout")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise ConfigError("no stopping bound: set max_steps, epochs or time_budget")
 
@@ -129,11 +137,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNO
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, what: str = "time budget") -> float:
     """'90s', '5m', '1.5h' or plain seconds '300' -> seconds."""
     match = _DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"time budget '{text}' is not a positive duration such as 90s, 5m or 1h")
+        raise ConfigError(f"{what} '{text}' is not a positive duration such as 90s, 5m or 1h")
     unit = (match.group(2) or "s").lower()
     return float(match.group(1)) * _UNIT_SECONDS[unit]
 
@@ -145,7 +153,9 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
     for layer in layers:
         for key, value in layer.items():
             if key not in known:
-                raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
+                raise ConfigError(f"unknown config key '{key}'; {hint}")
             values[key] = value
     # TOML has no null: an empty string or "none" clears an optional bound.
     for key in ("max_steps", "epochs", "time_budget"):
@@ -157,11 +167,11 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML preset into a flat mapping of config keys."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"config file {path} not found; check the path (shipped presets are in configs/)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}; fix that line (TOML is key = value)") from None
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(f"config file {path}: table [{key}] is not supported; keys are flat")

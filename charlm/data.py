@@ -82,6 +82,10 @@ class StreamLayout:
     def num_windows(self) -> int:
         return -(-self.stream_len // self.seq_len)
 
+    def rows(self, streams: slice) -> "StreamLayout":
+        """Some of the streams: under torchrun each process reads its own block of the global batch."""
+        return StreamLayout(streams=self.streams[streams], offset=self.offset, seq_len=self.seq_len)
+
     def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window `index`: x, y of shape (T, B) int64; the last one may be shorter."""
         start = index * self.seq_len
@@ -145,10 +149,12 @@ class EvalLayout:
     streams: int
     burn_in: torch.Tensor  # (W, S-1)
 
-    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rows(self, start: int, stop: int, columns: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows [start, stop) of the streams in `columns` (default all): inputs and targets (T, S)."""
         stop = min(stop, self.span)
         n_targets = len(self.ids) - 1
-        where = np.arange(start, stop)[:, None] + np.arange(self.streams)[None, :] * self.span  # (T, S)
+        columns = np.arange(self.streams) if columns is None else columns
+        where = np.arange(start, stop)[:, None] + columns[None, :] * self.span  # (T, S)
         scored = where < n_targets
         inputs = np.where(scored, self.ids[np.minimum(where, n_targets - 1)], 0)
         targets = np.where(scored, self.ids[np.minimum(where + 1, n_targets)].astype(np.int64), -1)

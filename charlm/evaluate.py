@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,37 +65,66 @@ class EvalStats:
         return dict(asdict(self), bits_per_char=self.bits_per_char, perplexity=self.perplexity)
 
 
-@torch.inference_mode()
 def evaluate_ids(model: CharRNN, ids, device: torch.device | None = None,
                  streams: int | None = None, skipped: int = 0, unit: str = "char") -> EvalStats:
     """Mean cross-entropy (nats) of predicting ids[1:] from the ids before each.
 
     streams: 1 for the exact single pass; None picks a batched pass for long texts.
     """
+    streams = choose_streams(len(ids)) if streams is None else streams
+    total = score_ids(model, ids, device, streams)
+    return EvalStats(characters=len(ids) - 1, nats_per_char=float(total) / (len(ids) - 1), skipped=skipped,
+                     streams=streams, unit=unit)
+
+
+@torch.inference_mode()
+def score_ids(model: CharRNN, ids, device: torch.device | None = None, streams: int | None = None,
+              shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Summed cross-entropy (nats, fp64) of ids[1:], or of one shard's part of it.
+
+    shard (rank, world size): the batched pass's streams are dealt out in
+    contiguous blocks, so the shards' sums add up to the whole text's (the
+    exact pass is not split: rank 0 does it all).
+    """
     if len(ids) < 2:
         raise ValueError("evaluation needs at least two characters")
     device = device or next(model.parameters()).device
     streams = choose_streams(len(ids)) if streams is None else streams
+    rank, world_size = shard
     was_training = model.training
     model.eval()
+    try:
+        return _score(model, ids, device, streams, rank, world_size)
+    finally:
+        model.train(was_training)
+
+
+def _score(model: CharRNN, ids, device: torch.device, streams: int, rank: int, world_size: int) -> torch.Tensor:
     total = torch.zeros((), dtype=torch.float64, device=device)
     if streams == 1:
+        if rank > 0:
+            return total
         hidden = None
         for x, y in iter_windows(ids, EVAL_CHUNK_LEN):
             logits, hidden = model(x.to(device), hidden)  # (T, 1, V)
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum")
-    else:
-        layout = lay_out_eval_streams(ids, streams, BURN_IN)
-        _, warm = model(layout.burn_in.to(device))  # hidden states of streams 1..S-1
-        hidden = _prepend_zero_stream(warm)
-        for start in range(0, layout.span, BATCHED_CHUNK_LEN):
-            x, y = layout.rows(start, start + BATCHED_CHUNK_LEN)  # (T, S) each
-            logits, hidden = model(x.to(device), hidden)  # (T, S, V)
-            y = y.to(device)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1, reduction="sum")
-    model.train(was_training)
-    return EvalStats(characters=len(ids) - 1, nats_per_char=float(total) / (len(ids) - 1), skipped=skipped,
-                     streams=streams, unit=unit)
+        return total
+    layout = lay_out_eval_streams(ids, streams, BURN_IN)
+    columns = np.array_split(np.arange(streams), world_size)[rank]  # this shard's streams
+    if len(columns) == 0:
+        return total
+    warm_columns = columns[columns > 0]  # stream 0 starts the text: no burn-in, zero state
+    hidden = None
+    if len(warm_columns):
+        _, hidden = model(layout.burn_in[:, warm_columns - 1].to(device))  # states of those streams
+        if columns[0] == 0:
+            hidden = _prepend_zero_stream(hidden)
+    for start in range(0, layout.span, BATCHED_CHUNK_LEN):
+        x, y = layout.rows(start, start + BATCHED_CHUNK_LEN, columns)  # (T, S) each
+        logits, hidden = model(x.to(device), hidden)  # (T, S, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=-1,
+                                 reduction="sum")
+    return total
 
 
 def _prepend_zero_stream(hidden):

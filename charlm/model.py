@@ -103,13 +103,13 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def detach_hidden(hidden: Hidden | None) -> Hidden | None:
-    """Cut the graph at a window boundary but keep the values (truncated BPTT)."""
+def detach_hidden(hidden: Hidden | None, dtype: torch.dtype | None = None) -> Hidden | None:
+    """Cut the graph at a window boundary but keep the values (truncated BPTT), optionally as `dtype`."""
     if hidden is None:
         return None
     if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)
-    return hidden.detach()
+        return tuple(h.detach().to(dtype or h.dtype) for h in hidden)
+    return hidden.detach().to(dtype or hidden.dtype)
 
 
 def hidden_to_tensors(hidden: Hidden | None) -> dict[str, torch.Tensor]:

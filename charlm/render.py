@@ -76,7 +76,11 @@ class TrainRenderer:
                    f"vocabulary {e.vocab_size}; {split} {e.train_chars:,} train / {e.val_chars:,} validation")
         resumed = f", resumed at step {e.resumed_from_step}" if e.resumed_from_step is not None else ""
         self.write(f"model {e.config.cell} {e.config.num_layers}x{e.config.hidden_size}, "
-                   f"{e.num_parameters:,} parameters, on {e.device}{resumed}; run directory {e.run_dir}")
+                   f"{e.num_parameters:,} parameters, on {e.device} in {e.precision}{resumed}; "
+                   f"run directory {e.run_dir}")
+        if e.world_size > 1:
+            self.write(f"{e.world_size} processes x batch {e.config.batch_size} = effective batch "
+                       f"{e.world_size * e.config.batch_size} streams; learning rate {e.config.lr:g} (not scaled)")
         if self.live:
             self.bar = tqdm(total=_PROGRESS_UNITS, file=self.err, dynamic_ncols=True, leave=False,
                             bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")

@@ -1,4 +1,4 @@
-"""Starting a run directory, or picking a run up exactly where it stopped.
+"""Starting a run directory, saving what an exact resume needs, and picking a run up where it stopped.
 
 A fresh run refuses a directory that already holds anything, so nothing a
 user trained is overwritten by accident. A resumed run restores weights,
@@ -10,19 +10,20 @@ written after it (by a run that was killed) are not repeated.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charlm.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
-                               write_atomic)
+                               split_optimizer_state, write_atomic)
 from charlm.config import TrainConfig, build_config
 from charlm.encoding import EncodedCorpus
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
-from charlm.model import CharRNN, Hidden, hidden_from_tensors
-from charlm.runtime import restore_rng_state
+from charlm.distributed import SINGLE, World
+from charlm.model import CharRNN, Hidden, hidden_from_tensors, hidden_to_tensors
+from charlm.runtime import capture_rng_state, restore_rng_state
 from charlm.vocab import Vocab
 
 # Changing these would make the saved weights or data position meaningless.
@@ -72,6 +73,34 @@ class TrainState:
     decay_start_progress: float | None = None  # progress when warmup ended
     skipped_steps: int = 0
     nonfinite_in_a_row: int = 0
+    world_size: int = 1  # processes that trained it (each carries its own streams' hidden state)
+
+
+def collect_rank_state(hidden: Hidden | None) -> dict:
+    """What one rank must contribute to a resumable checkpoint: its RNG states and carried hidden state."""
+    return {"rng": capture_rng_state(),
+            "hidden": {k: v.detach().to("cpu") for k, v in hidden_to_tensors(hidden).items()}}
+
+
+def resume_state(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: TrainState,
+                 ranks: list[dict]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The resume part of a `last` checkpoint: (JSON for the record, tensors for the state file).
+
+    `ranks` holds collect_rank_state() of every rank in rank order. Rank 0's
+    RNG states are saved as `rng.<name>`, rank r's as `rng.rank<r>.<name>`;
+    the hidden states are joined along the stream axis, so the file holds the
+    state of every stream of the global batch.
+    """
+    tensors, optimizer_info = split_optimizer_state(optimizer.state_dict())
+    for rank, part in enumerate(ranks):
+        prefix = "rng." if rank == 0 else f"rng.rank{rank}."
+        tensors.update({prefix + name: value for name, value in part["rng"].items()})
+    for name in ranks[0]["hidden"]:
+        tensors[f"hidden.{name}"] = torch.cat([part["hidden"][name] for part in ranks], dim=1)  # (L, B_global, H)
+    trainer = {"state": asdict(state), "optimizer": optimizer_info}
+    if scaler.is_enabled():
+        trainer["scaler"] = scaler.state_dict()
+    return trainer, tensors
 
 
 @dataclass
@@ -83,31 +112,37 @@ class ResumePoint:
     weights: dict[str, torch.Tensor]
     weights_path: Path
 
-    def restore(self, model: CharRNN, optimizer: torch.optim.Optimizer, device: torch.device):
-        """Load everything into model and optimizer; return (TrainState, hidden)."""
+    def restore(self, model: CharRNN, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                device: torch.device, world: World = SINGLE) -> tuple[TrainState, Hidden | None]:
+        """Load everything into model, optimizer and scaler; return (TrainState, this rank's hidden)."""
         load_weights(model, self.weights, self.weights_path)
         trainer = self.record["trainer"]
         optimizer_tensors = {k: v for k, v in self.tensors.items() if k.startswith("optimizer.")}
         try:
             optimizer.load_state_dict(join_optimizer_state(optimizer_tensors, trainer["optimizer"]))
             state = TrainState(**trainer["state"])
+            if scaler.is_enabled() and "scaler" in trainer:
+                scaler.load_state_dict(trainer["scaler"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"resume state in {self.weights_path.parent} is damaged: {exc}") from None
-        restore_rng_state({k[4:]: v for k, v in self.tensors.items() if k.startswith("rng.")})
-        hidden: Hidden | None = hidden_from_tensors(
-            {k[7:]: v.to(device) for k, v in self.tensors.items() if k.startswith("hidden.")})
+            raise CheckpointError(f"resume state in {self.weights_path.parent} is damaged: {exc}; "
+                                  "start a new run in another --out") from None
+        prefix = "rng." if world.rank == 0 else f"rng.rank{world.rank}."
+        restore_rng_state({k[len(prefix):]: v for k, v in self.tensors.items()
+                           if k.startswith(prefix) and "." not in k[len(prefix):]})
+        streams = world.share(self.config.batch_size)
+        # Carried in fp32 whatever the precision that produced it (autocast casts it again on use).
+        hidden = hidden_from_tensors({k[7:]: v[:, streams].float().to(device)
+                                      for k, v in self.tensors.items() if k.startswith("hidden.")})
         return state, hidden
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, corpus: EncodedCorpus, config: TrainConfig) -> ResumePoint | None:
+def check_run_dir(run_dir: Path, resume: bool, corpus: EncodedCorpus, config: TrainConfig,
+                  world: World = SINGLE) -> ResumePoint | None:
+    """Check that a run can start (a free directory) or resume (a matching checkpoint); write nothing."""
     if not resume:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
                                     "or choose another with --out")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirectoryError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
         return None
     json_path = _last_json(run_dir)
     record = read_record(json_path)
@@ -118,16 +153,31 @@ def prepare_run_dir(run_dir: Path, resume: bool, corpus: EncodedCorpus, config: 
         if _recorded(record, key) != getattr(config, key):
             raise CharlmError(f"{key} cannot change when resuming (the run uses {_recorded(record, key)!r})")
     if "state" not in record or "trainer" not in record:
-        raise CheckpointError(f"{json_path} has no resume state")
+        raise CheckpointError(f"{json_path} has no resume state; start a new run in another --out")
+    trained_by = record["trainer"].get("state", {}).get("world_size", 1)
+    if trained_by != world.size:
+        raise CharlmError(f"this run was trained by {trained_by} process(es) and is resumed by {world.size}; "
+                          f"resume it with the same number (e.g. torchrun --nproc-per-node {trained_by}), "
+                          "as each carries its own streams' hidden state")
     try:
         vocab = Vocab.from_json(record["vocab"])
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}") from None
     weights_path = run_dir / record["weights"]
-    point = ResumePoint(config=config, vocab=vocab, record=record, tensors=read_tensors(run_dir / record["state"]),
-                        weights=read_tensors(weights_path), weights_path=weights_path)
-    _trim_metrics(run_dir / "metrics.jsonl", record["step"])
-    return point
+    return ResumePoint(config=config, vocab=vocab, record=record, tensors=read_tensors(run_dir / record["state"]),
+                       weights=read_tensors(weights_path), weights_path=weights_path)
+
+
+def claim_run_dir(run_dir: Path, point: ResumePoint | None) -> None:
+    """Create a fresh run directory, or trim a resumed run's metrics back to its checkpoint."""
+    if point is not None:
+        _trim_metrics(run_dir / "metrics.jsonl", point.record["step"])
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create run directory {run_dir}: {exc.strerror}; "
+                                "choose another with --out") from None
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:

@@ -1,4 +1,4 @@
-"""Device choice, seeding and random-number state: the one place for them."""
+"""Device choice, precision, seeding and random-number state: the one place for them."""
 
 from __future__ import annotations
 
@@ -24,6 +24,47 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"unknown device '{name}'; use auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX); elsewhere oneDNN emulates it, slowly."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_precision(name: str, device: torch.device, cell: str) -> torch.dtype | None:
+    """The autocast dtype of training on `device`, or None for plain fp32.
+
+    'auto' takes bf16 where it is measured to be faster at no loss cost
+    (bench/train_throughput.py, bench/time_to_quality.py): on CUDA GPUs that
+    support it, and on CPUs with native bf16 for the LSTM, whose oneDNN
+    kernel runs bf16 on AMX at two to three times its fp32 speed. oneDNN's
+    GRU and tanh-RNN gain nothing or lose in bf16 on the same CPU, so they
+    stay fp32. Weights and optimizer state are fp32 whatever is chosen.
+    """
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DeviceError("--precision bf16 needs a GPU with bf16 support (Ampere or newer); "
+                              "use --precision fp16 or fp32")
+        return torch.bfloat16
+    if name == "fp16":
+        if device.type == "cpu":
+            raise DeviceError("--precision fp16 needs a GPU (PyTorch's CPU LSTM kernels have no fp16); "
+                              "on a CPU use --precision bf16 or fp32")
+        return torch.float16
+    if name != "auto":
+        raise DeviceError(f"unknown precision '{name}'; use auto, fp32, bf16 or fp16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu" and cell == "lstm" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def seed_everything(seed: int) -> None:

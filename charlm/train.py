@@ -10,28 +10,34 @@ AdamW step. Every `eval_every` steps the whole validation text is scored,
 a sample is drawn, and the `last` checkpoint (and `best`, on improvement) is
 written. A stop request (Ctrl-C, SIGTERM) is honoured between steps, after a
 checkpoint, so no step is ever half-saved.
+
+Under torchrun every process runs this same loop on its own block of the
+batch streams (see distributed.py); rank 0 alone writes and reports.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from charlm.checkpoint import append_jsonl, finite_or_none, save_checkpoint, split_optimizer_state
-from charlm.config import TrainConfig
+from charlm.checkpoint import append_jsonl, finite_or_none, save_checkpoint
+from charlm.config import TrainConfig, parse_duration
 from charlm.data import check_trainable, epoch_offset, lay_out_streams
+from charlm.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join, lost_peer,
+                                sum_over_ranks, together)
 from charlm.encoding import EncodedCorpus
 from charlm.errors import CharlmError
-from charlm.evaluate import evaluate_ids
-from charlm.model import CharRNN, ModelSpec, detach_hidden, hidden_to_tensors
-from charlm.resume import TrainState, prepare_run_dir
-from charlm.runtime import capture_rng_state, make_generator, resolve_device, seed_everything
+from charlm.evaluate import EvalStats, score_ids
+from charlm.model import CharRNN, ModelSpec, detach_hidden
+from charlm.resume import TrainState, check_run_dir, claim_run_dir, collect_rank_state, resume_state
+from charlm.runtime import make_generator, precision_name, resolve_device, resolve_precision, seed_everything
 from charlm.sampling import SamplingOptions, default_prime, generate
 from charlm.schedule import lr_multiplier
 from charlm.vocab import ByteVocab, Vocab
@@ -48,6 +54,8 @@ class RunStarted:
     config: TrainConfig
     corpus: dict
     device: str
+    precision: str  # fp32, bf16 or fp16: the autocast dtype actually used
+    world_size: int  # processes; each reads config.batch_size streams
     vocab_size: int
     num_parameters: int
     train_chars: int
@@ -62,7 +70,7 @@ class StepProgress:
     progress: float  # 0..1 towards the nearest bound
     train_loss: float  # mean over the steps since the last report, nats/char
     lr: float
-    chars_per_second: float
+    chars_per_second: float  # of all processes together
     elapsed_seconds: float
 
 
@@ -90,40 +98,62 @@ class NonFiniteLossError(CharlmError):
     pass
 
 
-def prepare_data(corpus: EncodedCorpus, config: TrainConfig, vocab: Vocab | ByteVocab | None = None):
-    """Corpus -> (vocab, train ids, val ids), checked to hold at least one batch."""
+def prepare_data(corpus: EncodedCorpus, config: TrainConfig, vocab: Vocab | ByteVocab | None = None,
+                 world_size: int = 1):
+    """Corpus -> (vocab, train ids, val ids), checked to hold at least one (global) batch."""
     if vocab is not None and vocab != corpus.vocab:
         raise CharlmError("the corpus's vocabulary differs from the run's; cannot resume on it")
     if corpus.vocab.tokenizer != config.tokenizer:
         raise CharlmError(f"the corpus was encoded with the {corpus.vocab.tokenizer} tokenizer "
                           f"but the config asks for {config.tokenizer}")
     parts = corpus.splits(config.val_frac)
-    check_trainable(len(parts["train"]), len(parts["val"]), config.batch_size, config.seq_len)
+    check_trainable(len(parts["train"]), len(parts["val"]), config.batch_size * world_size, config.seq_len)
     return corpus.vocab, parts["train"], parts["val"]
 
 
 def train(corpus: EncodedCorpus, config: TrainConfig, run_dir: Path, resume: bool = False,
-          stop_requested: Callable[[], bool] = lambda: False) -> Iterator[object]:
-    """Train a model on the corpus into run_dir, yielding events as it goes."""
-    point = prepare_run_dir(run_dir, resume, corpus, config)
-    config = point.config if point else config
-    device = resolve_device(config.device)
-    vocab, train_ids, val_ids = prepare_data(corpus, config, point.vocab if point else None)
-    seed_everything(config.rng_seed)
+          stop_requested: Callable[[], bool] = lambda: False, world: World = SINGLE) -> Iterator[object]:
+    """Train a model on the corpus into run_dir, yielding events as it goes.
+
+    Nothing is written until every check has passed, so a run that cannot
+    start leaves no trace.
+    """
+    device = join(world, resolve_device(config.device), parse_duration(config.dist_timeout))
+
+    def prepare():
+        point = check_run_dir(run_dir, resume, corpus, config, world)
+        resolved = point.config if point else config
+        amp_dtype = resolve_precision(resolved.precision, device, resolved.cell)
+        data = prepare_data(corpus, resolved, point.vocab if point else None, world.size)
+        return point, resolved, amp_dtype, data
+
+    point, config, amp_dtype, (vocab, train_ids, val_ids) = together(world, prepare)
+    together(world, lambda: claim_run_dir(run_dir, point), main_only=True)
+    seed_everything(config.rng_seed)  # the same initial weights on every rank
     spec = ModelSpec(vocab_size=vocab.size, cell=config.cell, hidden_size=config.hidden_size,
                      num_layers=config.num_layers, embedding_size=config.embedding_size,
                      dropout=config.dropout)
     model = CharRNN(spec).to(device)
     optimizer = make_optimizer(model, config)
-    state, hidden = TrainState(), None
+    # Loss scaling keeps fp16 gradients from underflowing; bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    state, hidden = TrainState(world_size=world.size), None
     if point:
-        state, hidden = point.restore(model, optimizer, device)
+        state, hidden = point.restore(model, optimizer, scaler, device, world)
+    elif world.rank > 0:
+        torch.manual_seed(config.rng_seed + 7919 * world.rank)  # each rank its own dropout masks
     yield RunStarted(run_dir=run_dir, config=config, corpus=corpus.describe(), device=str(device),
-                     vocab_size=vocab.size, num_parameters=model.num_parameters(),
-                     train_chars=len(train_ids), val_chars=len(val_ids),
+                     precision=precision_name(amp_dtype), world_size=world.size, vocab_size=vocab.size,
+                     num_parameters=model.num_parameters(), train_chars=len(train_ids), val_chars=len(val_ids),
                      resumed_from_step=state.step if point else None)
-    loop = _Loop(model, optimizer, config, vocab, train_ids, val_ids, corpus, run_dir, device, state, hidden)
-    yield from loop.run(stop_requested)
+    loop = _Loop(model, optimizer, scaler, amp_dtype, config, vocab, train_ids, val_ids, corpus, run_dir, device,
+                 state, hidden, world, stop_requested)
+    try:
+        yield from loop.run()
+    except COMMUNICATION_ERRORS as exc:
+        if not world.distributed:
+            raise
+        raise lost_peer(exc) from None
 
 
 def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer:
@@ -139,13 +169,20 @@ def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.Optimizer
 
 
 class _Loop:
-    def __init__(self, model, optimizer, config, vocab, train_ids, val_ids, corpus, run_dir, device,
-                 state: TrainState, hidden):
-        self.model, self.optimizer, self.config, self.vocab = model, optimizer, config, vocab
-        self.train_ids, self.val_ids, self.corpus = train_ids, val_ids, corpus
+    def __init__(self, model, optimizer, scaler, amp_dtype, config, vocab, train_ids, val_ids, corpus, run_dir,
+                 device, state: TrainState, hidden, world: World, stop_requested: Callable[[], bool]):
+        self.model, self.optimizer, self.scaler, self.amp_dtype = model, optimizer, scaler, amp_dtype
+        self.config, self.vocab, self.train_ids, self.val_ids, self.corpus = config, vocab, train_ids, val_ids, corpus
         self.run_dir, self.device, self.state, self.hidden = run_dir, device, state, hidden
+        self.world, self.stop_requested = world, stop_requested
         self.params = [p for p in model.parameters()]
         self.budget = config.time_budget_seconds
+        # DDP averages gradients across ranks during backward; evaluation, sampling
+        # and checkpoints use the plain module underneath.
+        self.network = (DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+                        if world.distributed else model)
+        self.clock = time.monotonic()
+        self.interrupted = False
 
     # progress towards whichever bound is nearest, 0..1
     def progress(self, windows_per_epoch: int) -> float:
@@ -159,7 +196,7 @@ class _Loop:
             parts.append(s.elapsed_seconds / self.budget)
         return min(max(parts), 1.0)
 
-    def stop_reason(self, windows_per_epoch: int) -> str | None:
+    def stop_reason(self) -> str | None:
         c, s = self.config, self.state
         if c.max_steps and s.step >= c.max_steps:
             return "max_steps"
@@ -167,6 +204,8 @@ class _Loop:
             return "epochs"
         if self.budget and s.elapsed_seconds >= self.budget:
             return "time_budget"
+        if self.interrupted:
+            return "interrupted"
         return None
 
     def current_lr(self, progress: float) -> float:
@@ -177,41 +216,39 @@ class _Loop:
         decay = (progress - start) / (1.0 - start) if start < 1.0 else 1.0
         return c.lr * lr_multiplier(c.schedule, s.step, c.warmup_steps, decay, c.min_lr_ratio)
 
-    def run(self, stop_requested: Callable[[], bool]) -> Iterator[object]:
+    def lay_out(self):
+        """This epoch's stream layout: the global batch's streams, of which this rank reads its block."""
+        c = self.config
+        layout = lay_out_streams(self.train_ids, c.batch_size * self.world.size, c.seq_len,
+                                 epoch_offset(self.state.epoch, c.seq_len, c.rng_seed))
+        return layout.rows(self.world.share(c.batch_size))
+
+    def run(self) -> Iterator[object]:
         c, s = self.config, self.state
-        layout = lay_out_streams(self.train_ids, c.batch_size, c.seq_len,
-                                 epoch_offset(s.epoch, c.seq_len, c.rng_seed))
-        clock = time.monotonic()
-        report_clock, report_chars = clock, s.chars_seen
+        layout = self.lay_out()
+        report_clock, report_chars = self.clock, s.chars_seen
         loss_sum = torch.zeros((), device=self.device)
-        loss_count, evaluated_at, reason = 0, s.step if s.step else -1, None
+        loss_count, evaluated_at = 0, s.step if s.step else -1
         self.model.train()
-        while True:
-            reason = self.stop_reason(layout.num_windows)
-            if reason is None and stop_requested():
-                reason = "interrupted"
-            if reason:
-                break
+        while not (reason := self.stop_reason()):
             if s.window >= layout.num_windows:  # epoch boundary: new offset, fresh state
                 s.epoch, s.window, self.hidden = s.epoch + 1, 0, None
-                layout = lay_out_streams(self.train_ids, c.batch_size, c.seq_len,
-                                         epoch_offset(s.epoch, c.seq_len, c.rng_seed))
+                layout = self.lay_out()
                 continue
             lr = self.current_lr(self.progress(layout.num_windows))
             loss = self.train_step(*layout.window(s.window), lr)
             s.window += 1
-            now = time.monotonic()
-            s.elapsed_seconds += now - clock  # wall-clock, evaluation included
-            clock = now
             if loss is not None:
                 loss_sum += loss
                 loss_count += 1
             if s.step % c.log_every == 0 and loss_count:
+                now = time.monotonic()
+                mean_loss = float(sum_over_ranks(self.world, loss_sum)) / (loss_count * self.world.size)
                 yield StepProgress(step=s.step, epoch=s.epoch, progress=self.progress(layout.num_windows),
-                                   train_loss=float(loss_sum) / loss_count, lr=lr,
+                                   train_loss=mean_loss, lr=lr,
                                    chars_per_second=(s.chars_seen - report_chars) / max(now - report_clock, 1e-9),
                                    elapsed_seconds=s.elapsed_seconds)
-                self.log({"step": s.step, "epoch": s.epoch, "train_loss": float(loss_sum) / loss_count, "lr": lr,
+                self.log({"step": s.step, "epoch": s.epoch, "train_loss": mean_loss, "lr": lr,
                           "elapsed_seconds": round(s.elapsed_seconds, 3)})
                 loss_sum.zero_()
                 loss_count, report_clock, report_chars = 0, now, s.chars_seen
@@ -234,19 +271,23 @@ class _Loop:
         c, s = self.config, self.state
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        logits, hidden = self.model(x, self.hidden)  # (T, B, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits, hidden = self.network(x, self.hidden)  # (T, B, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradient (a no-op without fp16 loss scaling)
         # clip_grad_norm_ with an infinite bound measures without clipping.
         norm = torch.nn.utils.clip_grad_norm_(self.params, c.clip if c.clip > 0 else math.inf)
-        self.hidden = detach_hidden(hidden)
-        s.chars_seen += x.numel()
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        self.hidden = detach_hidden(hidden, dtype=torch.float32)
+        s.chars_seen += x.numel() * self.world.size
+        if self.agree(not bool(torch.isfinite(loss) and torch.isfinite(norm))):
             # A non-finite step would poison every weight: skip it, keep count.
             s.skipped_steps += 1
             s.nonfinite_in_a_row += 1
             self.hidden = None
+            if self.scaler.is_enabled():
+                self.scaler.update()  # fp16 overflow: a smaller loss scale for the next step
             if s.nonfinite_in_a_row >= c.max_nonfinite_steps:
                 raise NonFiniteLossError(
                     f"loss or gradient was NaN/inf for {s.nonfinite_in_a_row} steps in a row at step {s.step}; "
@@ -256,18 +297,36 @@ class _Loop:
         s.nonfinite_in_a_row = 0
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         s.step += 1
         return loss.detach()
 
+    def agree(self, bad_step: bool) -> bool:
+        """Advance the clock, poll for a stop request, and make every rank see the same of both.
+
+        Returns whether the step is to be skipped (bad on any rank). Under a
+        time budget the clock sets the learning rate, so ranks must share it
+        exactly, or their weights would drift apart.
+        """
+        now = time.monotonic()
+        elapsed = self.state.elapsed_seconds + (now - self.clock)  # wall-clock, evaluation included
+        self.clock = now
+        bad, interrupted, elapsed = agree_max(self.world, self.device,
+                                              [float(bad_step), float(self.stop_requested()), elapsed])
+        self.state.elapsed_seconds, self.interrupted = elapsed, bool(interrupted)
+        return bool(bad)
+
     def evaluate_and_save(self) -> Evaluated:
         c, s = self.config, self.state
-        stats = evaluate_ids(self.model, self.val_ids, self.device)
+        total = score_ids(self.model, self.val_ids, self.device, shard=(self.world.rank, self.world.size))
+        stats = EvalStats(characters=len(self.val_ids) - 1,
+                          nats_per_char=float(sum_over_ranks(self.world, total)) / (len(self.val_ids) - 1))
         is_best = s.best_val_loss is None or stats.nats_per_char < s.best_val_loss
         if is_best:
             s.best_val_loss, s.best_step = stats.nats_per_char, s.step
         sample = ""
-        if c.sample_length:
+        if c.sample_length and self.world.is_main:
             generator = make_generator(c.rng_seed + s.step, self.device)
             sample = "".join(generate(self.model, self.vocab, default_prime(self.vocab), c.sample_length,
                                       SamplingOptions(temperature=PREVIEW_TEMPERATURE), generator))
@@ -275,18 +334,22 @@ class _Loop:
         self.log({"step": s.step, "epoch": s.epoch, "val_loss": stats.nats_per_char,
                   "val_bits_per_char": stats.bits_per_char, "elapsed_seconds": round(s.elapsed_seconds, 3)})
         meta = self.checkpoint_meta(stats.nats_per_char)
-        if is_best:
+        if is_best and self.world.is_main:
             save_checkpoint(self.run_dir, "best", self.model, meta)
         self.save_last(meta)
         return Evaluated(step=s.step, val_loss=stats.nats_per_char, val_bits_per_char=stats.bits_per_char,
                          is_best=is_best, sample=sample)
 
     def save_last(self, meta: dict) -> None:
-        save_checkpoint(self.run_dir, "last", self.model, dict(meta, trainer=self.trainer_meta()),
-                        resume_tensors=self.resume_tensors())
+        """The `last` checkpoint, with what every rank needs to resume (a collective: all ranks call it)."""
+        ranks = gather_to_main(self.world, collect_rank_state(self.hidden))
+        if self.world.is_main:
+            trainer, tensors = resume_state(self.optimizer, self.scaler, self.state, ranks)
+            save_checkpoint(self.run_dir, "last", self.model, dict(meta, trainer=trainer), resume_tensors=tensors)
 
     def log(self, record: dict) -> None:
-        append_jsonl(self.run_dir / "metrics.jsonl", record)
+        if self.world.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
 
     def checkpoint_meta(self, val_loss: float | None) -> dict:
         s = self.state
@@ -295,13 +358,3 @@ class _Loop:
                 "split": {"train_chars": len(self.train_ids), "val_chars": len(self.val_ids)},
                 "step": s.step, "epoch": s.epoch, "val_loss": finite_or_none(val_loss),
                 "best_val_loss": finite_or_none(s.best_val_loss), "best_step": s.best_step}
-
-    def trainer_meta(self) -> dict:
-        _, optimizer_info = split_optimizer_state(self.optimizer.state_dict())
-        return {"state": asdict(self.state), "optimizer": optimizer_info}
-
-    def resume_tensors(self) -> dict[str, torch.Tensor]:
-        tensors, _ = split_optimizer_state(self.optimizer.state_dict())
-        tensors.update({f"rng.{k}": v for k, v in capture_rng_state().items()})
-        tensors.update({f"hidden.{k}": v for k, v in hidden_to_tensors(self.hidden).items()})
-        return tensors

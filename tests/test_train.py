@@ -130,3 +130,38 @@ def test_refuses_to_overwrite_and_to_train_on_too_little(tmp_path, text_file, ti
     assert (run / "notes.txt").read_text() == "mine"
     with pytest.raises(CorpusError, match="too short"):
         _events(text_file("short text " * 3), tiny_config, tmp_path / "other")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_autocast_training_keeps_fp32_weights_and_state(tmp_path, text_file, tiny_config, precision):
+    config = tiny_config.replace(precision=precision, max_steps=60, eval_every=60)
+    events = _events(text_file(PHRASE * 60), config, tmp_path / "run")
+    assert events[0].precision == precision
+    losses = [e.train_loss for e in events if isinstance(e, StepProgress)]
+    assert losses[-1] < losses[0] - 0.5
+    weights, record = _weights(tmp_path / "run")
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    state = read_tensors(tmp_path / "run" / record["state"])
+    assert state["hidden.h"].dtype == torch.float32 and state["optimizer.0.exp_avg"].dtype == torch.float32
+
+
+def test_hidden_state_is_carried_detached_within_an_epoch_and_reset_between(tmp_path, text_file, tiny_config,
+                                                                             monkeypatch):
+    seen = []
+    real_forward = train_module.CharRNN.forward
+
+    def spy(self, x, hidden=None):
+        if self.training:
+            seen.append(None if hidden is None else (hidden[0].requires_grad, hidden[0].abs().sum().item()))
+        return real_forward(self, x, hidden)
+
+    monkeypatch.setattr(train_module.CharRNN, "forward", spy)
+    text = text_file("abcdefgh" * 40)  # 288 train chars: 4 streams x 64 x 16 = 4 windows an epoch
+    events = _events(text, tiny_config.replace(max_steps=None, epochs=3, eval_every=1000), tmp_path / "run")
+    finished = events[-1]
+    assert finished.reason == "epochs"
+    per_epoch = finished.step // 3
+    assert len(seen) == finished.step and per_epoch >= 2
+    starts = [i for i, h in enumerate(seen) if h is None]
+    assert starts == [0, per_epoch, 2 * per_epoch]  # a fresh state at each epoch, carried otherwise
+    assert all(h == (False, h[1]) and h[1] > 0 for h in seen if h is not None)  # detached, not zeros
