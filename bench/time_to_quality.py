@@ -1,6 +1,7 @@
 """Time to quality: validation loss against wall-clock seconds of `charlm train`.
 
-    python bench/time_to_quality.py --config configs/shakespeare.toml [--time-budget 5m] [--out curve.json]
+    python bench/time_to_quality.py --config configs/shakespeare.toml [--time-budget 5m] [--precision fp32]
+                                    [--out curve.json]
 
 Runs the real command on ../shared/corpora/tinyshakespeare.txt (or --corpus)
 with a shipped preset, the documented contiguous 90/10 split (validation text
@@ -25,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--time-budget", help="override the preset's budget, e.g. 5m")
+    parser.add_argument("--precision", help="override the preset's precision: auto, fp32, bf16")
     parser.add_argument("--corpus", default=str(SHAKESPEARE))
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
@@ -33,6 +35,8 @@ def main() -> None:
                "--out", str(run_dir), "--sample-length", "0"]
     if args.time_budget:
         command += ["--time-budget", args.time_budget]
+    if args.precision:
+        command += ["--precision", args.precision]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"charlm train failed: {done.stderr.strip()}")
@@ -44,8 +48,16 @@ def main() -> None:
                                              default=None) for m in (5, 30)}
     emit({"benchmark": "time_to_quality", "machine": machine_facts(), "command": " ".join(command[1:]),
           "corpus": args.corpus, "split": "contiguous 90/10 (last 10% validation)",
-          "best": best, **within, "curve": curve,
+          "precision": _precision_used(done.stdout), "best": best, **within, "curve": curve,
           "summary_line": done.stdout.strip().splitlines()[-1]}, args.out)
+
+
+def _precision_used(stdout: str) -> str | None:
+    """The precision the run reports at start ("... on cpu in bf16; ...")."""
+    for line in stdout.splitlines():
+        if line.startswith("model ") and " in " in line:
+            return line.split(" in ", 1)[1].split(";")[0].split(",")[0]
+    return None
 
 
 if __name__ == "__main__":

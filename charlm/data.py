@@ -86,11 +86,16 @@ class StreamLayout:
         """Some of the streams: under torchrun each process reads its own block of the global batch."""
         return StreamLayout(streams=self.streams[streams], offset=self.offset, seq_len=self.seq_len)
 
-    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window `index`: x, y of shape (T, B) int64; the last one may be shorter."""
+    def window(self, index: int, pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window `index`: x, y of shape (T, B) int64; the last one may be shorter.
+
+        pin_memory: page-locked, so a copy to a GPU with non_blocking=True overlaps with its work.
+        """
         start = index * self.seq_len
         stop = min(start + self.seq_len, self.stream_len)
         block = to_long(self.streams[:, start:stop + 1].T)  # (T + 1, B)
+        if pin_memory:
+            block = block.pin_memory()
         return block[:-1], block[1:]
 
 

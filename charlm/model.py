@@ -56,33 +56,16 @@ class CharRNN(nn.Module):
     def step(self, token: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """One character per stream: token (B,) -> logits (B, V) and the next hidden state.
 
-        The same function as forward() with T = 1, computed layer by layer with
-        PyTorch's single-step cell kernels (torch.lstm_cell, gru_cell,
-        rnn_tanh_cell) on the module's own weights. For one step at a time
-        these are several times faster on a CPU than nn.LSTM's oneDNN path,
-        which is the fastest for whole windows, so training keeps forward()
-        and sampling uses this (bench/sampling.py measures both).
+        The same function as forward() with T = 1; a sampling loop should
+        keep one stepper() and the per-layer state instead of calling this.
         """
-        logits, layers = self.step_layers(token, self.split_hidden(hidden, token.shape[0], token.device))
+        logits, layers = self.stepper()(token, self.split_hidden(hidden, token.shape[0], token.device))
         return logits, self.join_hidden(layers)
 
-    def step_layers(self, token: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
-        """step() on the hidden state kept as one entry per layer ((h, c) or h, each (B, H)).
-
-        A sampling loop keeps this form between steps: stacking and slicing
-        the (L, B, H) form would add four small ops per character.
-        """
-        x = self.embedding(token)  # (B, E)
-        new_layers = []
-        for state, weights in zip(layers, self.rnn.all_weights):  # weights: [w_ih, w_hh, b_ih, b_hh]
-            if self.spec.cell == "lstm":
-                state = torch.lstm_cell(x, state, *weights)  # (h, c), (B, H) each
-                x = state[0]
-            else:
-                cell = torch.gru_cell if self.spec.cell == "gru" else torch.rnn_tanh_cell
-                state = x = cell(x, state, *weights)  # (B, H)
-            new_layers.append(state)
-        return self.head(x), new_layers  # (B, V); dropout is identity at inference
+    @torch.no_grad()
+    def stepper(self) -> "Stepper":
+        """A single-step function over the module's current weights (take a new one after training more)."""
+        return Stepper(self)
 
     def split_hidden(self, hidden: Hidden | None, batch: int, device: torch.device | None = None) -> list:
         """(L, B, H) hidden state (or None: zeros) -> one entry per layer."""
@@ -101,6 +84,50 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class Stepper:
+    """The model one step at a time, built for sampling at batch size 1, where
+    the cost of a step is its weight reads plus a few microseconds per op.
+
+    - The recurrent layers run on PyTorch's single-step cell kernels
+      (torch.lstm_cell, gru_cell, rnn_tanh_cell) with the module's own
+      weights. One step at a time these are several times faster on a CPU
+      than nn.LSTM's oneDNN path, the fastest for whole windows, so training
+      keeps forward() and sampling uses this (bench/sampling.py measures both).
+    - The first layer's input product, W_ih · embedding(c) + b_ih, depends on
+      the character alone: it is computed once for the whole vocabulary, and a
+      step passes the character's row as the input bias of a zero-width input,
+      so the cell kernel adds it where it would have added its product. That
+      saves the embedding lookup and one matrix product per character.
+
+    The hidden state is kept as one entry per layer ((h, c) or h, each (B, H)):
+    stacking and slicing the (L, B, H) form would add small ops per character.
+    """
+
+    def __init__(self, model: CharRNN):
+        self.cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[model.spec.cell]
+        weights = [list(layer) for layer in model.rnn.all_weights]  # [w_ih, w_hh, b_ih, b_hh] per layer
+        w_ih, w_hh, b_ih, b_hh = weights[0]
+        self.first_input = torch.addmm(b_ih, model.embedding.weight, w_ih.t())  # (V, G)
+        self.no_input = w_ih.new_zeros(1, 0)  # (B, 0): the cell's own input product is then empty
+        self.no_weight = w_ih.new_zeros(w_ih.shape[0], 0)  # (G, 0)
+        self.first_hidden = (w_hh, b_hh)
+        self.upper = weights[1:]
+        self.head = (model.head.weight, model.head.bias)
+
+    def __call__(self, token: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
+        """token (B,) ids, layers: per-layer state -> logits (B, V), next per-layer state."""
+        first_input = self.first_input[token]  # (B, G)
+        no_input = self.no_input if token.shape[0] == 1 else self.no_input.expand(token.shape[0], 0)
+        state = self.cell(no_input, layers[0], self.no_weight, self.first_hidden[0], first_input,
+                          self.first_hidden[1])
+        new_layers = [state]
+        for previous, weights in zip(layers[1:], self.upper):
+            state = self.cell(state[0] if isinstance(state, tuple) else state, previous, *weights)  # (B, H)
+            new_layers.append(state)
+        x = state[0] if isinstance(state, tuple) else state
+        return torch.nn.functional.linear(x, *self.head), new_layers  # (B, V); dropout is identity here
 
 
 def detach_hidden(hidden: Hidden | None, dtype: torch.dtype | None = None) -> Hidden | None:

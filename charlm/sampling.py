@@ -115,6 +115,7 @@ def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sa
     logits, hidden = model(ids.to(device).unsqueeze(1))  # (T, 1, V)
     last = logits[-1]  # (1, V)
     layers = model.split_hidden(hidden, 1)
+    step = model.stepper()
     plain = options.temperature > 0 and options.top_p >= 1.0 and (
         options.top_k is None or options.top_k >= last.shape[-1])
     noise = _GumbelNoise(generator, last.shape[-1], options.temperature, device) if plain else None
@@ -131,4 +132,4 @@ def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sa
                 tail = (tail + char)[-len(stop):]
                 if tail == stop:
                     return
-        last, layers = model.step_layers(next_id, layers)  # (1, V)
+        last, layers = step(next_id, layers)  # (1, V)

@@ -236,7 +236,7 @@ class _Loop:
                 layout = self.lay_out()
                 continue
             lr = self.current_lr(self.progress(layout.num_windows))
-            loss = self.train_step(*layout.window(s.window), lr)
+            loss = self.train_step(*layout.window(s.window, pin_memory=self.device.type == "cuda"), lr)
             s.window += 1
             if loss is not None:
                 loss_sum += loss
