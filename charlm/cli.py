@@ -323,6 +323,8 @@ def evaluate(
     exact: bool = typer.Option(False, "--exact", help="one sequential pass over the whole text (slower; the default batched pass agrees to about 1e-3)"),
     split: str = typer.Option("val", "--split", help="without FILE: the run's val split, or test (corpora with standard splits: enwik8, text8)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where training would use it; "
+                                  "agrees with fp32 to ~1e-4 nats), fp32, bf16 or fp16 (GPU)"),
 ) -> None:
     """Cross-entropy, bits per character and perplexity of a model on a text."""
     with user_errors():
@@ -330,7 +332,7 @@ def evaluate(
         if split not in ("val", "test"):
             raise CharlmError(f"--split must be val or test, got {split!r}")
         stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),
-                                    exact=exact, split=split, cache_dir=default_cache_dir())
+                                    exact=exact, split=split, cache_dir=default_cache_dir(), precision=precision)
         split_name = {"val": "validation", "test": "test"}[split]
         if as_json:
             extra = {"bits_per_byte": stats.bits_per_char} if stats.unit == "byte" else {}
@@ -346,7 +348,8 @@ def evaluate(
         typer.echo(f"  bits per {'byte     ' if unit == 'byte' else 'character'} {stats.bits_per_char:.4f}")
         typer.echo(f"  perplexity         {stats.perplexity:.3f}")
         typer.echo("  pass               " + ("exact, one stream" if stats.streams == 1 else
-                                             f"batched, {stats.streams} streams with 1,024 characters of burn-in"))
+                                             f"batched, {stats.streams} streams with 1,024 characters of burn-in")
+                   + f", {stats.precision}")
 
 
 def main() -> None:

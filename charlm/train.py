@@ -319,7 +319,8 @@ class _Loop:
 
     def evaluate_and_save(self) -> Evaluated:
         c, s = self.config, self.state
-        total = score_ids(self.model, self.val_ids, self.device, shard=(self.world.rank, self.world.size))
+        total = score_ids(self.model, self.val_ids, self.device, shard=(self.world.rank, self.world.size),
+                          amp_dtype=self.amp_dtype)
         stats = EvalStats(characters=len(self.val_ids) - 1,
                           nats_per_char=float(sum_over_ranks(self.world, total)) / (len(self.val_ids) - 1))
         is_best = s.best_val_loss is None or stats.nats_per_char < s.best_val_loss

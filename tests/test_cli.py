@@ -172,6 +172,8 @@ BAD_INPUTS = [
          "config file nope.toml not found", "check the path"),
     _row("fp16 on a cpu", {"c.txt": TEXT}, ["train", "c.txt", "--device", "cpu", "--precision", "fp16"], None,
          "--precision fp16 needs a GPU", "use --precision bf16 or fp32"),
+    _row("eval fp16 on a cpu", {}, ["eval", "--precision", "fp16"], "ok", "--precision fp16 needs a GPU",
+         "use --precision bf16 or fp32"),
     _row("unknown precision", {"c.txt": TEXT}, ["train", "c.txt", "--precision", "fp8"], None,
          "precision (--precision) must be one of auto, fp32, bf16, fp16", "got 'fp8'"),
     _row("resume with no run", {"c.txt": TEXT}, ["train", "c.txt", "--resume"], None, "nothing to resume",

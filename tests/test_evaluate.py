@@ -68,6 +68,8 @@ def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, t
     batched = evaluate_ids(model, ids)
     assert batched.streams > 1 and batched.characters == exact.characters
     assert abs(batched.nats_per_char - exact.nats_per_char) < 2e-3
+    bf16 = evaluate_ids(model, ids, amp_dtype=torch.bfloat16)
+    assert bf16.precision == "bf16" and abs(bf16.nats_per_char - batched.nats_per_char) < 2e-3
 
 
 def test_evaluation_restores_training_mode():
