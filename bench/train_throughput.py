@@ -9,6 +9,10 @@ nn.Linear, F.cross_entropy, clip_grad_norm_ and Adam on pre-made tensors. The
 two alternate in rounds in one process, and each config reports the median
 characters/second of both, their ratio, and achieved GFLOP/s as a fraction of
 this machine's fp32 matmul peak measured in the same run.
+
+Both sides run in fp32, and (with --precision both, the default) also both
+under bf16 autocast, so the bf16 speed-up that `--precision auto` relies on is
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -58,11 +62,13 @@ def load_corpus() -> EncodedCorpus:
 class CharlmSide:
     """charlm's training generator, advanced a few progress events at a time."""
 
-    def __init__(self, corpus: EncodedCorpus, cell: str, hidden: int, layers: int, batch: int, seq: int):
+    def __init__(self, corpus: EncodedCorpus, cell: str, hidden: int, layers: int, batch: int, seq: int,
+                 precision: str = "fp32"):
         self.config = build_config({"cell": cell, "hidden_size": hidden, "num_layers": layers,
                                     "embedding_size": EMBEDDING, "batch_size": batch, "seq_len": seq,
                                     "max_steps": 10**9, "time_budget": "none", "eval_every": 10**9,
-                                    "log_every": 10, "sample_length": 0, "device": "cpu"})
+                                    "log_every": 10, "sample_length": 0, "device": "cpu",
+                                    "precision": precision})
         self.run_dir = Path(tempfile.mkdtemp()) / "run"
         self.events = train(corpus, self.config, self.run_dir)
         self.chars_per_step = batch * seq
@@ -78,7 +84,9 @@ class CharlmSide:
 
 
 class LeanSide:
-    def __init__(self, vocab: int, cell: str, hidden: int, layers: int, batch: int, seq: int):
+    def __init__(self, vocab: int, cell: str, hidden: int, layers: int, batch: int, seq: int,
+                 precision: str = "fp32"):
+        self.amp_dtype = torch.bfloat16 if precision == "bf16" else None
         self.embedding = nn.Embedding(vocab, EMBEDDING)
         self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](EMBEDDING, hidden, layers)
         self.head = nn.Linear(hidden, vocab)
@@ -90,8 +98,10 @@ class LeanSide:
         self.advance(2)
 
     def step(self) -> None:
-        out, _ = self.rnn(self.embedding(self.x))
-        loss = F.cross_entropy(self.head(out).view(-1, self.vocab), self.y.view(-1))
+        with torch.autocast("cpu", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out, _ = self.rnn(self.embedding(self.x))
+            logits = self.head(out)
+        loss = F.cross_entropy(logits.view(-1, self.vocab).float(), self.y.view(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -113,7 +123,9 @@ def main() -> None:
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="two configs, two rounds")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both")
     args = parser.parse_args()
+    precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     configs = CONFIGS[2:3] + CONFIGS[4:5] if args.quick else CONFIGS
     rounds = 2 if args.quick else args.rounds
     corpus = load_corpus()
@@ -122,23 +134,31 @@ def main() -> None:
     results = []
     for cell, hidden, layers, batch in configs:
         seq = 128
-        charlm_side = CharlmSide(corpus, cell, hidden, layers, batch, seq)
-        lean_side = LeanSide(vocab, cell, hidden, layers, batch, seq)
         reports = 3 if hidden <= 256 else 2
-        rates = interleaved({"charlm": lambda: charlm_side.advance(reports),
-                             "lean": lambda: lean_side.advance(reports)}, rounds)
+        candidates = {}
+        for precision in precisions:
+            charlm_side = CharlmSide(corpus, cell, hidden, layers, batch, seq, precision)
+            lean_side = LeanSide(vocab, cell, hidden, layers, batch, seq, precision)
+            candidates[f"charlm_{precision}"] = lambda side=charlm_side: side.advance(reports)
+            candidates[f"lean_{precision}"] = lambda side=lean_side: side.advance(reports)
+        rates = interleaved(candidates, rounds)
         train_flops = 3 * forward_flops_per_char(cell, hidden, layers, vocab)
         entry = {"config": {"cell": cell, "hidden_size": hidden, "num_layers": layers, "batch_size": batch,
                             "seq_len": seq, "embedding_size": EMBEDDING, "vocab_size": vocab},
                  "chars_per_second": {k: round(v["median"]) for k, v in rates.items()},
-                 "rounds": {k: v["rounds"] for k, v in rates.items()},
-                 "ratio_charlm_to_lean": round(rates["charlm"]["median"] / rates["lean"]["median"], 3),
-                 "paired_ratio_charlm_to_lean": paired_ratio(rates, "charlm", "lean")}
+                 "rounds": {k: v["rounds"] for k, v in rates.items()}}
+        for precision in precisions:
+            entry[f"ratio_charlm_to_lean_{precision}"] = round(
+                rates[f"charlm_{precision}"]["median"] / rates[f"lean_{precision}"]["median"], 3)
+            entry[f"paired_ratio_charlm_to_lean_{precision}"] = paired_ratio(rates, f"charlm_{precision}",
+                                                                              f"lean_{precision}")
+        if len(precisions) == 2:
+            entry["paired_speedup_charlm_bf16_over_fp32"] = paired_ratio(rates, "charlm_bf16", "charlm_fp32")
         entry["gflops"] = {k: round(v["median"] * train_flops / 1e9, 1) for k, v in rates.items()}
-        entry["fraction_of_matmul_peak"] = {k: round(v / peak, 3) for k, v in entry["gflops"].items()}
+        entry["fraction_of_fp32_matmul_peak"] = {k: round(v / peak, 3) for k, v in entry["gflops"].items()}
         results.append(entry)
         print(f"{cell} {hidden}x{layers} batch {batch}: {entry['chars_per_second']} "
-              f"ratio {entry['ratio_charlm_to_lean']} paired {entry['paired_ratio_charlm_to_lean']}",
+              + " ".join(f"{k}={v}" for k, v in entry.items() if k.startswith("paired")),
               file=sys.stderr, flush=True)
     emit({"benchmark": "train_throughput", "machine": machine_facts(), "matmul_peak_gflops": round(peak, 1),
           "results": results}, args.out)
