@@ -165,3 +165,23 @@ def test_hidden_state_is_carried_detached_within_an_epoch_and_reset_between(tmp_
     starts = [i for i, h in enumerate(seen) if h is None]
     assert starts == [0, per_epoch, 2 * per_epoch]  # a fresh state at each epoch, carried otherwise
     assert all(h == (False, h[1]) and h[1] > 0 for h in seen if h is not None)  # detached, not zeros
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_a_run_trained_on_cuda_loads_samples_and_resumes_on_the_cpu(tmp_path, text_file, tiny_config, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    corpus = text_file(PHRASE * 60)
+    events = _events(corpus, tiny_config.replace(device="cuda", precision=precision, max_steps=30), tmp_path / "run")
+    assert events[0].device.startswith("cuda") and events[0].precision == precision
+    losses = [e.train_loss for e in events if isinstance(e, StepProgress)]
+    assert losses[-1] < losses[0]
+    loaded = load_checkpoint(tmp_path / "run")
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in loaded.model.parameters())
+    sample = "".join(generate(loaded.model, loaded.vocab, "to be", 20, SamplingOptions(), torch.Generator()))
+    assert len(sample) == 20
+    resumed = _events(corpus, tiny_config.replace(device="cpu", precision="fp32", max_steps=40),
+                      tmp_path / "run", resume=True)
+    assert resumed[0].resumed_from_step == 30 and resumed[-1].step == 40
