@@ -292,6 +292,7 @@ def sample(
     top_p: float = typer.Option(1.0, "--top-p", help="sample from the smallest set of characters whose probability reaches p"),
     rng_seed: Optional[int] = typer.Option(None, "--rng-seed", help="seed for reproducible samples"),
     stop: Optional[str] = typer.Option(None, "--stop", help="end the sample once this string is produced"),
+    line_start: bool = typer.Option(True, "--line-start/--mid-line", help="read the seed as the start of a line (the model first reads an unprinted newline) or from a cold state"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
 ) -> None:
     """Stream generated text from a trained model, one character at a time."""
@@ -303,7 +304,8 @@ def sample(
         target = resolve_device(device)
         generator = make_generator(rng_seed, target)
         seed = default_prime(loaded.vocab) if seed is None else seed
-        chars = generate(loaded.model.to(target), loaded.vocab, seed, length, options, generator, stop=stop)
+        chars = generate(loaded.model.to(target), loaded.vocab, seed, length, options, generator, stop=stop,
+                         line_start=line_start)
         stream = sys.stdout
         stream.write(seed)
         stream.flush()

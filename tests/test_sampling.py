@@ -120,3 +120,23 @@ def test_plain_sampling_follows_the_tempered_distribution(temperature):
     expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
     counts = torch.tensor([text.count(c) for c in "abcd"], dtype=torch.float)
     assert torch.allclose(counts / n, expected, atol=0.015), (counts / n, expected)
+
+
+
+@pytest.mark.parametrize("line_start, model_reads", [(True, "\nabc"), (False, "abc")])
+def test_the_seed_is_read_as_the_start_of_a_line(line_start, model_reads):
+    vocab, model = Vocab.from_text("abc\n"), _model(vocab_size=4)
+    reads = []
+    forward = model.forward
+    model.forward = lambda ids, *rest: reads.append(ids) or forward(ids, *rest)
+    out = "".join(generate(model, vocab, "abc", 5, SamplingOptions(), torch.Generator().manual_seed(0),
+                           line_start=line_start))
+    assert len(out) == 5
+    assert vocab.decode(reads[0].flatten().tolist()) == model_reads
+
+
+def test_no_extra_newline_when_the_seed_has_one_or_the_model_knows_none():
+    from charlm.sampling import line_start_context
+    assert line_start_context(Vocab.from_text("ab\n"), "\nab") == ""
+    assert line_start_context(Vocab.from_text("ab"), "ab") == ""
+    assert line_start_context(Vocab.from_text("ab\n"), "ab") == "\n"
