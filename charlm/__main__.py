@@ -1,3 +1,3 @@
-from charlm.cli import main
+from charlm.launch import main
 
 main()

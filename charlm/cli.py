@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 import typer
 
 from charlm.checkpoint import DEFAULT_ROOT, load_checkpoint
-from charlm.config import build_config, config_help, load_config_file, parse_duration
+from charlm.config import (UNSET_WORDS, build_config, config_default_text, config_help, load_config_file,
+                           parse_duration)
 from charlm.distributed import World, join, leave, main_first
 from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
 from charlm.errors import CharlmError, CorpusError
@@ -87,7 +88,8 @@ class StopFlag:
 
 
 def _opt(name: str, **kwargs):
-    return typer.Option(None, help=config_help(name), show_default=False, **kwargs)
+    # The flag's own default is None ("not given"), so a preset can fill it; help shows the built-in one.
+    return typer.Option(None, help=config_help(name), show_default=config_default_text(name), **kwargs)
 
 
 @app.command()
@@ -118,8 +120,9 @@ def train(
     schedule: Optional[str] = _opt("schedule"),
     warmup_steps: Optional[int] = _opt("warmup_steps"),
     min_lr_ratio: Optional[float] = _opt("min_lr_ratio"),
-    max_steps: Optional[int] = _opt("max_steps"),
-    epochs: Optional[int] = _opt("epochs"),
+    max_nonfinite_steps: Optional[int] = _opt("max_nonfinite_steps"),
+    max_steps: Optional[str] = _opt("max_steps", metavar="<int|none>"),
+    epochs: Optional[str] = _opt("epochs", metavar="<int|none>"),
     time_budget: Optional[str] = _opt("time_budget"),
     eval_every: Optional[int] = _opt("eval_every"),
     log_every: Optional[int] = _opt("log_every"),
@@ -132,6 +135,9 @@ def train(
     """Train a model on text files, directories or a named corpus (default: the Python standard library)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
+    for key in ("max_steps", "epochs"):
+        if key in flags:
+            flags[key] = _count_or_unset(key, flags[key])
     arguments = list(corpus or [])
     with user_errors(), _process_group() as world:
         preset = load_config_file(config) if config else {}
@@ -151,7 +157,7 @@ def train(
                 return reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer, resolved.normalize_newlines,
                                        default_cache_dir(), for_resume=True)
             return open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines,
-                               quiet=not world.is_main)
+                               quiet=not world.is_main, leave_out=[DEFAULT_ROOT, run_dir, default_cache_dir()])
 
         encoded = main_first(world, open_corpus_once)  # rank 0 fetches and caches; the others reuse it
         render = TrainRenderer() if world.is_main else (lambda event: None)
@@ -164,10 +170,21 @@ def train(
         if stop.signal is not None:
             if world.is_main:
                 saved = finished is not None and finished.step > 0
-                typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: "
-                           f"charlm train --resume --out {run_dir}" if saved else
-                           "charlm: stopped before the first step; nothing was saved", err=True)
+                again = (f"charlm train --resume --out {run_dir}" if world.size == 1 else
+                         f"the same torchrun command ({world.size} processes) with --resume --out {run_dir}")
+                typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: {again}"
+                           if saved else "charlm: stopped before the first step; nothing was saved", err=True)
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
+
+
+def _count_or_unset(key: str, text: str) -> int | str:
+    """A bound flag's value: a whole number, or "none" (kept as text: build_config clears it)."""
+    if text.strip().lower() in UNSET_WORDS:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        fail(f"--{key.replace('_', '-')} must be a whole number or none, got {text!r}", code=2)
 
 
 @contextmanager
@@ -195,19 +212,24 @@ def _named(arguments: list[str]):
 
 
 def run_name(arguments: list[str]) -> str:
-    """Default run directory name: the named corpus, or the first path's stem."""
+    """Default run directory name: the named corpus, the first file's stem, or the folder's name."""
     named = _named(arguments)
     if named:
         return Path(named.filename).stem
     first = Path(arguments[0])
     while first.name and set("*?[") & set(first.name):
         first = first.parent
-    return first.stem or "corpus"
+    # "." and ".." have no stem of their own (and ".." would put the run beside checkpoints/)
+    name = first.resolve().name if first.is_dir() or first.name in ("", ".", "..") else first.stem
+    return name or "corpus"
 
 
 def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
-                normalize_newlines: bool, quiet: bool = False) -> EncodedCorpus:
-    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet)."""
+                normalize_newlines: bool, quiet: bool = False, leave_out: list[Path] = ()) -> EncodedCorpus:
+    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet).
+
+    Directory walks skip the folders in `leave_out`: charlm's own output.
+    """
     echo = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))
     named = _named(arguments)
     if named:
@@ -218,7 +240,7 @@ def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, t
         files = [SourceFile(path, named=True)]
         name, splits = named.name, named.standard_splits
     else:
-        selection = select_files(arguments, include, strict)
+        selection = select_files(arguments, include, strict, leave_out)
         for warning in selection.warnings:
             echo(f"charlm: warning: {warning}")
         files, name, splits = selection.files, run_name(arguments), None
@@ -358,7 +380,13 @@ def main() -> None:
     """Entry point. Usage errors are reported in one line too, with Typer's exit code 2."""
     try:
         code = app(standalone_mode=False)
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while it starts, say)
+        typer.echo("\ncharlm: interrupted", err=True)
+        code = 130
     except Exception as exc:  # click's (or Typer's vendored click's) UsageError and kin
+        if type(exc).__name__ == "Abort":  # click's form of a Ctrl-C it caught itself
+            typer.echo("charlm: interrupted", err=True)
+            sys.exit(130)
         if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
             raise
         command = getattr(getattr(exc, "ctx", None), "command_path", "charlm")

@@ -22,6 +22,8 @@ CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BOUNDS = ("max_steps", "epochs", "time_budget")  # training stops at whichever comes first
+UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
 
 
 def _field(default: Any, help: str, **rules: Any) -> Any:
@@ -48,14 +50,15 @@ class TrainConfig:
     lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)
     clip: float = _field(1.0, "clip the global gradient norm to this; 0 disables", min=0.0)
-    schedule: str = _field("cosine", "learning-rate decay after warmup", choices=SCHEDULES)
+    schedule: str = _field("cosine", "learning-rate decay after warmup: cosine, exponential or constant",
+                           choices=SCHEDULES)
     warmup_steps: int = _field(100, "steps of linear learning-rate warmup", min=0)
     min_lr_ratio: float = _field(0.1, "floor of the decay, as a fraction of lr", min=0.0, max=1.0)
     max_nonfinite_steps: int = _field(20, "stop after this many NaN/inf steps in a row (each is skipped)", min=1)
     # bounds: training stops at whichever comes first
-    max_steps: int | None = _field(None, "stop after this many optimiser steps", min=1)
-    epochs: int | None = _field(None, "stop after this many passes over the training text", min=1)
-    time_budget: str | None = _field("3m", "stop after this much training time, e.g. 90s, 5m, 1h")
+    max_steps: int | None = _field(None, "stop after this many optimiser steps; none to unset", min=1)
+    epochs: int | None = _field(None, "stop after this many passes over the training text; none to unset", min=1)
+    time_budget: str | None = _field("3m", "stop after this much training time, e.g. 90s, 5m, 1h; none to unset")
     # evaluation and logging
     eval_every: int = _field(500, "steps between validation passes and checkpoints", min=1)
     log_every: int = _field(10, "steps between progress updates", min=1)
@@ -92,6 +95,12 @@ class TrainConfig:
 def config_help(name: str) -> str:
     """The help text of a config field, for the CLI's `--help`."""
     return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def config_default_text(name: str) -> str:
+    """A config field's default as `--help` shows it (what applies without a preset)."""
+    value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
@@ -158,9 +167,13 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
                 raise ConfigError(f"unknown config key '{key}'; {hint}")
             values[key] = value
     # TOML has no null: an empty string or "none" clears an optional bound.
-    for key in ("max_steps", "epochs", "time_budget"):
-        if isinstance(values.get(key), str) and values[key].strip().lower() in ("", "none", "0"):
+    for key in BOUNDS:
+        if isinstance(values.get(key), str) and values[key].strip().lower() in UNSET_WORDS:
             values[key] = None
+    # A bare number of seconds is a duration too (time_budget = 300, as "300" already is).
+    for key in ("time_budget", "dist_timeout"):
+        if isinstance(values.get(key), (int, float)) and not isinstance(values[key], bool):
+            values[key] = str(values[key])
     return TrainConfig(**values)
 
 

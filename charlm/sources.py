@@ -5,7 +5,9 @@
 - files, used as given (a file named on the command line must be readable text);
 - directories, walked recursively in sorted order of their relative paths,
   leaving out version-control and tool folders (.git, .hg, .svn, __pycache__,
-  node_modules, .venv and any other hidden folder) and hidden files; and
+  node_modules, .venv and any other hidden folder), hidden files, and the
+  folders charlm itself writes (checkpoints, the run directory, the encoding
+  cache), so training on "." twice does not train on the first run's files; and
 - glob patterns (`'src/**/*.py'`), expanded in sorted order.
 
 `--include GLOB` (repeatable) keeps only the files found by walking whose name
@@ -55,20 +57,30 @@ def _matches(relative: Path, include: list[str]) -> bool:
     return any(fnmatch.fnmatch(relative.name, g) or fnmatch.fnmatch(text, g) for g in include)
 
 
-def _walk(root: Path) -> list[Path]:
+def _walk(root: Path, leave_out: frozenset[Path] = frozenset()) -> list[Path]:
+    resolved_root = root.resolve()
+    left_out = [folder.relative_to(resolved_root).parts for folder in leave_out
+                if folder != resolved_root and folder.is_relative_to(resolved_root)]
     found = []
     for path in root.rglob("*"):
         parts = path.relative_to(root).parts
         if any(p in SKIPPED_DIRS or p.startswith(".") for p in parts):
+            continue
+        if any(parts[:len(prefix)] == prefix for prefix in left_out):
             continue
         if path.is_file():
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def select_files(arguments: list[str], include: list[str] | None = None, strict: bool = False) -> Selection:
-    """Resolve PATH arguments into an ordered list of files (see the module docstring)."""
+def select_files(arguments: list[str], include: list[str] | None = None, strict: bool = False,
+                 leave_out: list[Path] = ()) -> Selection:
+    """Resolve PATH arguments into an ordered list of files (see the module docstring).
+
+    Walks skip the folders in `leave_out` (charlm's own output folders).
+    """
     include = include or []
+    leave_out = frozenset(folder.resolve() for folder in leave_out)
     selection, seen = Selection(), set()
 
     def add(path: Path, named: bool) -> None:
@@ -93,7 +105,7 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            walked = [p for p in _walk(path) if _matches(p.relative_to(path), include)]
+            walked = [p for p in _walk(path, leave_out) if _matches(p.relative_to(path), include)]
             if not walked:
                 raise CorpusError(f"directory {path} has no files to train on"
                                   + (f" matching --include {' '.join(include)}; check the globs" if include

@@ -252,7 +252,7 @@ class _Loop:
                           "elapsed_seconds": round(s.elapsed_seconds, 3)})
                 loss_sum.zero_()
                 loss_count, report_clock, report_chars = 0, now, s.chars_seen
-            if s.step % c.eval_every == 0 and s.step != evaluated_at:
+            if loss is not None and s.step % c.eval_every == 0 and s.step != evaluated_at:  # after a real step
                 eval_started = time.monotonic()
                 yield self.evaluate_and_save()
                 evaluated_at = s.step
@@ -289,9 +289,11 @@ class _Loop:
             if self.scaler.is_enabled():
                 self.scaler.update()  # fp16 overflow: a smaller loss scale for the next step
             if s.nonfinite_in_a_row >= c.max_nonfinite_steps:
+                saved = (f"the last good checkpoint is in {self.run_dir}" if (self.run_dir / "last.json").exists()
+                         else "nothing was saved yet")
                 raise NonFiniteLossError(
                     f"loss or gradient was NaN/inf for {s.nonfinite_in_a_row} steps in a row at step {s.step}; "
-                    f"the learning rate ({c.lr:g}) is probably too high; the last good checkpoint is in {self.run_dir}"
+                    f"the learning rate ({c.lr:g}) is probably too high; lower --lr and train again; {saved}"
                 )
             return None
         s.nonfinite_in_a_row = 0

@@ -164,6 +164,8 @@ BAD_INPUTS = [
          "must be one of rnn, lstm, gru"),
     _row("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None,
          "time budget 'soon'", "such as 90s, 5m or 1h"),
+    _row("time budget 0", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "0"], None, "time budget '0'",
+         "such as 90s"),
     _row("unknown config key", {"c.txt": TEXT, "k.toml": "hiden_size = 3\n"}, ["train", "c.txt", "--config", "k.toml"],
          None, "unknown config key 'hiden_size'", "did you mean 'hidden_size'?"),
     _row("malformed toml", {"c.txt": TEXT, "m.toml": "lr = = 1\n"}, ["train", "c.txt", "--config", "m.toml"], None,
@@ -242,6 +244,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(files, argv, run_setup, pro
     (["train", "--hidden-size", "abc"], "--hidden-size"),
     (["train", "--bogus"], "No such option: --bogus"),
     (["sample", "--top-k"], "--top-k"),
+    (["train", "--max-steps", "12x"], "--max-steps must be a whole number or none"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
     done = charlm(*argv, cwd=tmp_path)
@@ -287,3 +290,28 @@ def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("charlm: error: cannot create run directory locked/run: "
                                                    "Permission denied"), result.stderr
+
+
+def test_a_bound_set_by_a_preset_can_be_cleared_from_the_command_line(tmp_path, monkeypatch):
+    (tmp_path / "fox.txt").write_text(TEXT)
+    monkeypatch.chdir(tmp_path)
+    # tiny.toml stops at 40 steps; without that bound, 3 epochs of this text take more
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--config", TINY, "--max-steps", "none", "--epochs", "3",
+                                      "--sample-length", "0"])
+    assert result.exit_code == 0, result.output
+    assert "max_steps = \"none\"" in result.stdout  # the printed config is what ran, ready to paste
+    assert "done: reached --epochs" in result.stdout, result.stdout
+
+
+def test_training_on_a_folder_twice_does_not_read_the_first_runs_files(tmp_path, monkeypatch):
+    folder = tmp_path / "mytexts"
+    folder.mkdir()
+    (folder / "fox.txt").write_text(TEXT)
+    monkeypatch.chdir(folder)
+    first = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0"])
+    assert first.exit_code == 0, first.output
+    record = json.loads((folder / "checkpoints" / "mytexts" / "best.json").read_text())  # named after the folder
+    second = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0", "--out", "again"])
+    assert second.exit_code == 0 and "warning" not in second.stderr, second.output
+    again = json.loads((folder / "again" / "best.json").read_text())
+    assert again["vocab"] == record["vocab"] and again["corpus"]["sha256"] == record["corpus"]["sha256"]

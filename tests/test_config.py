@@ -65,3 +65,24 @@ def test_malformed_toml_is_one_line(tmp_path):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().lr = 1.0
+
+
+def test_none_or_empty_clears_a_bound_and_zero_is_not_a_bound():
+    config = build_config({"max_steps": 5}, {"max_steps": "none", "epochs": "", "time_budget": "1m"})
+    assert config.max_steps is None and config.epochs is None
+    for key, zero in [("max_steps", 0), ("max_steps", "0"), ("time_budget", "0"), ("time_budget", "0s")]:
+        with pytest.raises(ConfigError):
+            build_config({key: zero})
+
+
+def test_a_bare_number_of_seconds_is_a_duration():
+    assert build_config({"time_budget": 300}).time_budget_seconds == 300
+    assert build_config({"dist_timeout": 30}).dist_timeout == "30"
+
+
+def test_the_printed_config_pasted_into_a_preset_gives_the_same_config():
+    import tomllib
+    from charlm.render import format_config
+    for config in [build_config({"max_steps": 5, "time_budget": "none"}), build_config({"epochs": 2}),
+                   build_config({})]:
+        assert build_config(tomllib.loads(format_config(config))) == config

@@ -78,6 +78,7 @@ def test_sigterm_under_torchrun_saves_and_the_resumed_run_is_bitwise_identical(t
     out, err = proc.communicate(timeout=120)
     stopped_at = json.loads((tmp_path / "stopped" / "last.json").read_text())["step"]
     assert 40 <= stopped_at < 120 and "interrupted" in out, err
+    assert "the same torchrun command (2 processes) with --resume" in err  # not a 1-process command
     _torchrun(tmp_path, 2, "--resume", "--out", "stopped", *flags)
     straight, _ = _last(tmp_path / "straight")
     resumed, record = _last(tmp_path / "stopped")

@@ -46,3 +46,15 @@ def test_nothing_to_read_is_an_error(tmp_path, monkeypatch, arguments, words):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CorpusError, match=words):
         select_files(arguments)
+
+
+def test_a_walk_leaves_out_charlms_own_folders(tmp_path, monkeypatch):
+    _tree(tmp_path, {"a.txt": "a", "checkpoints/run/best.json": "{}", "corpora/cache/x.json": "{}",
+                     "elsewhere/metrics.jsonl": "{}", "notes/b.txt": "b"})
+    monkeypatch.chdir(tmp_path)
+    leave_out = [tmp_path / "checkpoints", tmp_path / "corpora" / "cache", tmp_path / "elsewhere"]
+    selection = select_files(["."], leave_out=leave_out)
+    assert [f.path.as_posix() for f in selection.files] == ["a.txt", "notes/b.txt"]
+    # a folder the user names is theirs, even if charlm writes there
+    assert [f.path.as_posix() for f in select_files(["checkpoints"], leave_out=leave_out).files] == \
+        ["checkpoints/run/best.json"]

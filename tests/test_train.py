@@ -100,10 +100,18 @@ def test_a_run_of_non_finite_steps_stops_with_advice(tmp_path, text_file, tiny_c
         return real(*args, **kwargs) * (float("nan") if len(calls) > 20 else 1.0)
 
     monkeypatch.setattr(train_module.F, "cross_entropy", nan_after_20)
-    with pytest.raises(NonFiniteLossError, match="learning rate"):
+    with pytest.raises(NonFiniteLossError, match=f"learning rate.*last good checkpoint is in {tmp_path / 'run'}"):
         _events(text_file(), tiny_config.replace(max_steps=60, max_nonfinite_steps=5), tmp_path / "run")
     weights, record = _weights(tmp_path / "run")  # the step-15 checkpoint survives, finite
     assert record["step"] == 15 and all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_non_finite_from_the_first_step_says_nothing_was_saved(tmp_path, text_file, tiny_config, monkeypatch):
+    real = train_module.F.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="nothing was saved yet") as raised:
+        _events(text_file(), tiny_config.replace(max_steps=60, max_nonfinite_steps=5), tmp_path / "run")
+    assert "checkpoint is in" not in str(raised.value)
 
 
 def test_time_budget_ends_the_run_with_the_lr_at_its_floor(tmp_path, text_file, tiny_config):
