@@ -38,6 +38,8 @@ FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("best", "last")
 DEFAULT_ROOT = Path("checkpoints")
+# What every checkpoint JSON holds, whatever wrote it (save_checkpoint adds "weights").
+_REQUIRED = ("model", "vocab", "config", "weights")
 # The way out of a checkpoint that cannot be used, for every message that says so.
 _DAMAGED = "use another checkpoint or train again"
 
@@ -158,20 +160,33 @@ class Checkpoint:
         return self.path.parent
 
 
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    return CheckpointError(f"{path} is not a charlm checkpoint; pass a run directory made by charlm train, "
+                           "or the best.json or last.json in it")
+
+
 def read_record(json_path: Path) -> dict:
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {json_path}: {exc.strerror}; check its permissions") from None
     except ValueError:
+        # charlm writes only .json checkpoints: unparsable text under another
+        # name (README.md, a weights file) was never one, so "damaged" would mislead.
+        if json_path.suffix != ".json":
+            raise _not_a_checkpoint(json_path) from None
         raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON; {_DAMAGED}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{json_path} is not a charlm checkpoint; pass a run directory made by charlm train")
+        raise _not_a_checkpoint(json_path)
     if record.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {json_path} has format version {record.get('format_version')!r}; "
             f"this charlm reads version {FORMAT_VERSION}; open it with the charlm that wrote it, or train again"
         )
+    missing = [key for key in _REQUIRED if key not in record]
+    if missing:  # named here: a KeyError later read "damaged: 'model'"
+        raise CheckpointError(f"checkpoint {json_path} is damaged: it lacks {', '.join(map(repr, missing))}; "
+                              f"{_DAMAGED}")
     return record
 
 

@@ -38,11 +38,21 @@ corpus_app = typer.Typer(no_args_is_help=True, help="Named corpora: list them, f
 app.add_typer(corpus_app, name="corpus")
 
 EXIT_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# Whether a command already said how it was interrupted; Typer turns a Ctrl-C
+# outside the commands' own handling (while parsing, say) into a silent exit 130.
+_interrupt_reported = False
 
 
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"charlm: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _report_interrupt(message: str = "\ncharlm: interrupted", show: bool = True) -> None:
+    global _interrupt_reported
+    _interrupt_reported = True
+    if show:
+        typer.echo(message, err=True)
 
 
 @contextmanager
@@ -53,7 +63,7 @@ def user_errors() -> Iterator[None]:
     except CharlmError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("\ncharlm: interrupted", err=True)
+        _report_interrupt()
         raise typer.Exit(130)
     except BrokenPipeError:  # `charlm sample | head`: the reader left, which is fine
         sys.stderr.close()
@@ -168,12 +178,12 @@ def train(
                 render(event)
                 finished = event
         if stop.signal is not None:
-            if world.is_main:
-                saved = finished is not None and finished.step > 0
-                again = (f"charlm train --resume --out {run_dir}" if world.size == 1 else
-                         f"the same torchrun command ({world.size} processes) with --resume --out {run_dir}")
-                typer.echo(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: {again}"
-                           if saved else "charlm: stopped before the first step; nothing was saved", err=True)
+            saved = finished is not None and finished.step > 0
+            again = (f"charlm train --resume --out {run_dir}" if world.size == 1 else
+                     f"the same torchrun command ({world.size} processes) with --resume --out {run_dir}")
+            _report_interrupt(f"charlm: stopped; the last checkpoint is in {run_dir}. Continue with: {again}"
+                              if saved else "charlm: stopped before the first step; nothing was saved",
+                              show=world.is_main)
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
 
 
@@ -381,16 +391,17 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while it starts, say)
-        typer.echo("\ncharlm: interrupted", err=True)
         code = 130
     except Exception as exc:  # click's (or Typer's vendored click's) UsageError and kin
         if type(exc).__name__ == "Abort":  # click's form of a Ctrl-C it caught itself
-            typer.echo("charlm: interrupted", err=True)
-            sys.exit(130)
-        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            code = 130
+        elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            command = getattr(getattr(exc, "ctx", None), "command_path", "charlm")
+            if exc.format_message():  # empty when the help was shown for a bare `charlm`
+                typer.echo(f"charlm: error: {exc.format_message()} (see: {command} --help)", err=True)
+            code = exc.exit_code
+        else:
             raise
-        command = getattr(getattr(exc, "ctx", None), "command_path", "charlm")
-        if exc.format_message():  # empty when the help was shown for a bare `charlm`
-            typer.echo(f"charlm: error: {exc.format_message()} (see: {command} --help)", err=True)
-        code = exc.exit_code
+    if code == 130 and not _interrupt_reported:
+        _report_interrupt()
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ a log file (no TTY) each report becomes one plain line instead.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -24,9 +25,9 @@ def format_config(config: TrainConfig) -> str:
     """The resolved config as TOML lines, ready to paste into a preset."""
     lines = []
     for key, value in config.to_dict().items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
+        if value is None:  # an unset bound; left out, a pasted preset would get the default back
+            text = '"none"'
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, str):
             text = f'"{value}"'
@@ -82,15 +83,17 @@ class TrainRenderer:
             self.write(f"{e.world_size} processes x batch {e.config.batch_size} = effective batch "
                        f"{e.world_size * e.config.batch_size} streams; learning rate {e.config.lr:g} (not scaled)")
         if self.live:
+            # The status goes in {desc}, not {postfix}: tqdm puts ", " before a
+            # postfix, which showed as "00:03<00:10 , step 500".
             self.bar = tqdm(total=_PROGRESS_UNITS, file=self.err, dynamic_ncols=True, leave=False,
-                            bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+                            bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining} {desc}")
 
     def step(self, e: StepProgress) -> None:
         status = (f"step {e.step} | loss {e.train_loss:.3f} | {self.val_text} | lr {e.lr:.2e} | "
                   f"{_rate(e.chars_per_second)} {self.unit}/s")
         if self.bar is not None:
             self.bar.n = int(e.progress * _PROGRESS_UNITS)
-            self.bar.set_postfix_str(status, refresh=True)
+            self.bar.set_description_str(status, refresh=True)
         elif time.monotonic() - self.last_plain_line >= _PLAIN_LINE_SECONDS:
             self.last_plain_line = time.monotonic()
             self.write(f"{e.progress:4.0%} {status}")
@@ -102,6 +105,13 @@ class TrainRenderer:
         if e.sample:
             self.write("  " + e.sample.replace("\n", "\n  "))
 
+    def best_text(self, e: RunFinished) -> str:
+        # The loop reports NaN when no validation pass has finished: a run
+        # stopped before its first eval_every steps has no best to show.
+        if math.isnan(e.best_val_loss):
+            return "no validation pass yet"
+        return f"best val {e.best_val_loss:.4f} nats/{self.unit} at step {e.best_step}"
+
     def finished(self, e: RunFinished) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -110,6 +120,6 @@ class TrainRenderer:
                "time_budget": "time budget spent", "interrupted": "interrupted"}[e.reason]
         minutes, seconds = divmod(int(e.elapsed_seconds), 60)
         self.write(f"done: {why} after {e.step} steps in {minutes}m{seconds:02d}s; "
-                   f"best val {e.best_val_loss:.4f} nats/{self.unit} at step {e.best_step}; checkpoints in {e.run_dir}")
+                   f"{self.best_text(e)}; " + (f"checkpoints in {e.run_dir}" if e.step else "nothing was saved"))
         if e.skipped_steps:
             self.write(f"note: {e.skipped_steps} step(s) were skipped for a NaN/inf loss or gradient")

@@ -37,9 +37,19 @@ def default_prime(vocab: Vocab) -> str:
     return "\n" if "\n" in vocab.chars else vocab.chars[0]
 
 
+def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature, shifted so the best is 0: safe for any temperature > 0. logits: (..., V)."""
+    # Dividing first, a tiny temperature (1e-40) made every logit +-inf, softmax
+    # gave NaN (inf - inf) and argmax picked id 0. Shifted, the others go to -inf
+    # and the best stays 0, even where the temperature rounds to 0 in the
+    # logits' dtype (1e-50 in float32), which would make it 0 / 0.
+    shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., V), <= 0
+    return torch.where(shifted == 0, shifted, shifted / temperature)
+
+
 def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
     """Scale by temperature and mask what top-k / top-p exclude with -inf. logits: (..., V)."""
-    logits = logits / options.temperature
+    logits = scale_logits(logits, options.temperature)
     vocab_size = logits.shape[-1]
     if options.top_k is not None and options.top_k < vocab_size:
         kth_best = torch.topk(logits, options.top_k, dim=-1).values[..., -1:]  # (..., 1)
@@ -64,6 +74,9 @@ def pick_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.G
     # probability p_i, exactly as torch.multinomial does, in a third of its
     # time for one draw (it matters at one call per character).
     race = torch.empty_like(probs).exponential_(generator=generator)
+    # A draw of exactly 0 would make 0 / 0 = NaN for a filtered-out character,
+    # and argmax takes NaN as the largest.
+    race.clamp_(min=torch.finfo(race.dtype).tiny)
     return probs.div_(race).argmax(dim=-1)
 
 
@@ -150,3 +163,9 @@ def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sa
                 if tail == stop:
                     return
         last, layers = step(next_id, layers)  # (1, V)
+    # The length ran out, maybe mid-character (--length counts bytes for a
+    # byte-level model): what the decoder holds comes out as U+FFFD, not nothing.
+    # A stop string returns above without this: those bytes come after the stop.
+    rest = decoder.flush()
+    if rest:
+        yield rest

@@ -9,7 +9,8 @@
 The vocabulary is stored with every checkpoint (a list of characters, or
 {"tokenizer": "bytes"}), so sampling and evaluation need nothing but the
 checkpoint. Generated ids become text through a StreamDecoder, which for
-bytes holds back an incomplete UTF-8 sequence until it is complete.
+bytes holds back an incomplete UTF-8 sequence until it is complete (and
+shows it as U+FFFD if the ids end first, on `flush`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class StreamDecoder:
         if self._utf8 is None:
             return self.chars[token]
         return self._utf8.decode(bytes((token,)))
+
+    def flush(self) -> str:
+        """What is still held back once the ids end: a cut-off UTF-8 sequence becomes U+FFFD."""
+        if self._utf8 is None:
+            return ""
+        return self._utf8.decode(b"", final=True)
 
 
 @dataclass(frozen=True)

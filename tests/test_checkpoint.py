@@ -77,6 +77,7 @@ def test_a_pickle_payload_is_never_executed(tmp_path):
     (lambda run: (run / "last.json").write_text("{not json"), "not valid JSON"),
     (lambda run: _edit(run, format_version=99), "format version 99"),
     (lambda run: _edit(run, format="other"), "not a charlm checkpoint"),
+    (lambda run: _drop(run, "model"), "is damaged: it lacks 'model'; use another checkpoint"),
     (lambda run: _truncate_weights(run), "damaged or not a safetensors"),
     (lambda run: _edit(run, weights="weights-gone.safetensors"), "which is missing"),
     (lambda run: _edit(run, model=dict(_record(run)["model"], hidden_size=16)), "does not match the model|shape"),
@@ -98,6 +99,27 @@ def _record(run):
 
 def _edit(run, **changes):
     (run / "last.json").write_text(json.dumps(dict(_record(run), **changes)))
+
+
+def _drop(run, key):
+    (run / "last.json").write_text(json.dumps({k: v for k, v in _record(run).items() if k != key}))
+
+
+@pytest.mark.parametrize("name, content", [
+    ("README.md", "# charlm\n\nA character-level language model.\n"),
+    ("weights.safetensors", None),  # a run's weights file instead of its JSON
+    ("package.json", '{"name": "x", "model": {}}'),
+])
+def test_a_file_that_is_no_checkpoint_is_not_called_damaged(tmp_path, name, content):
+    _save(tmp_path / "run")
+    path = tmp_path / name
+    if content is None:
+        path.write_bytes(next((tmp_path / "run").glob("weights-*.safetensors")).read_bytes())
+    else:
+        path.write_text(content)
+    with pytest.raises(CheckpointError, match="is not a charlm checkpoint; pass a run directory") as info:
+        load_checkpoint(path)
+    assert "damaged" not in str(info.value)
 
 
 def _truncate_weights(run):

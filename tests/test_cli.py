@@ -315,3 +315,20 @@ def test_training_on_a_folder_twice_does_not_read_the_first_runs_files(tmp_path,
     assert second.exit_code == 0 and "warning" not in second.stderr, second.output
     again = json.loads((folder / "again" / "best.json").read_text())
     assert again["vocab"] == record["vocab"] and again["corpus"]["sha256"] == record["corpus"]["sha256"]
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0, 1.4, 2.5])
+def test_ctrl_c_at_any_moment_of_startup_exits_130_with_one_line(tmp_path, delay):
+    # From torch's import to the first steps, each moment has its own handler
+    # (launch.py, Typer, user_errors, the stop flag); none may show a traceback.
+    import signal
+    import time
+    (tmp_path / "fox.txt").write_text(TEXT)
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "fox.txt", "--config", TINY,
+                             "--max-steps", "none", "--epochs", "1000", "--eval-every", "100000"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("charlm: "), err

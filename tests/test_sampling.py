@@ -33,7 +33,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 def test_temperature_scales_and_zero_is_greedy():
     logits = torch.tensor([[1.0, 2.0, 0.5]])
-    torch.testing.assert_close(filter_logits(logits, SamplingOptions(temperature=0.5)), logits * 2)
+    # scaled logits are shifted so the best is 0: the distribution is softmax(logits / T)
+    scaled = filter_logits(logits, SamplingOptions(temperature=0.5))
+    torch.testing.assert_close(scaled, logits * 2 - 4)
     generator = torch.Generator().manual_seed(0)
     picks = {int(pick_next(logits, SamplingOptions(temperature=0), generator)) for _ in range(20)}
     assert picks == {1}
@@ -45,6 +47,19 @@ def test_low_temperature_concentrates_and_high_spreads():
     cold = [int(pick_next(logits, SamplingOptions(temperature=0.05), generator)) for _ in range(200)]
     hot = [int(pick_next(logits, SamplingOptions(temperature=5.0), generator)) for _ in range(200)]
     assert cold.count(0) == 200 and len(set(hot)) == 3
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-50])
+@pytest.mark.parametrize("options", [dict(), dict(top_k=2), dict(top_p=0.9)])
+def test_a_tiny_temperature_is_greedy(temperature, options):
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.999]])
+    scaled = filter_logits(logits, SamplingOptions(temperature=temperature, **options))
+    assert not scaled.isnan().any()  # no inf - inf, no 0 / 0
+    assert torch.softmax(scaled, dim=-1).tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    # and through generate, both the Gumbel path (no top-k/top-p) and pick_next
+    vocab, model = Vocab.from_text("abcdef"), _model()
+    run = lambda sampling: "".join(generate(model, vocab, "ab", 30, sampling, torch.Generator().manual_seed(0)))
+    assert run(SamplingOptions(temperature=temperature, **options)) == run(SamplingOptions(temperature=0))
 
 
 @pytest.mark.parametrize("options", [dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=0)])
@@ -105,6 +120,23 @@ def test_a_byte_level_model_streams_whole_characters():
     chars = list(generate(model, ByteVocab(), "é", 40, SamplingOptions(), torch.Generator().manual_seed(0)))
     assert chars and all(len(c) == 1 for c in chars)
     assert set(chars) <= {"é", "\ufffd"}  # never half a character
+
+
+def test_a_byte_level_sample_cut_mid_character_ends_in_a_replacement_character():
+    from charlm.vocab import ByteVocab
+
+    model = _model(vocab_size=256)
+    with torch.no_grad():  # the head always prefers 0xC3, the first byte of "é": a sequence never completed
+        model.head.weight.zero_()
+        model.head.bias.fill_(-1e4)
+        model.head.bias[0xC3] = 0.0
+    sample = lambda length, stop=None: "".join(generate(model, ByteVocab(), "caf", length,
+                                                        SamplingOptions(temperature=0), torch.Generator(), stop=stop))
+    assert sample(1) == "\ufffd"  # --length counts bytes; the held-back byte is not lost
+    assert sample(3) == "\ufffd" * 3
+    assert sample(0) == ""
+    # after a stop string nothing more comes out: the held-back byte follows the stop
+    assert sample(5, stop="\ufffd") == "\ufffd"
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

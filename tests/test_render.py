@@ -1,0 +1,51 @@
+import io
+import re
+from pathlib import Path
+
+from charlm.config import build_config
+from charlm.render import TrainRenderer
+from charlm.train import RunFinished, RunStarted, StepProgress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _finished(best_val_loss: float, best_step: int = 0) -> RunFinished:
+    return RunFinished(step=12, reason="interrupted", best_val_loss=best_val_loss, best_step=best_step,
+                       elapsed_seconds=3.0, run_dir=Path("runs/x"), skipped_steps=0)
+
+
+def test_the_live_bar_shows_the_status_after_the_times_without_a_stray_comma():
+    out, err = io.StringIO(), _Terminal()
+    render = TrainRenderer(out=out, err=err)
+    corpus = {"tokenizer": "chars", "files": [{"path": "corpus.txt"}], "name": "corpus", "tokens": 100,
+              "sha256": "ab" * 32}
+    render(RunStarted(run_dir=Path("runs/x"), config=build_config({}), corpus=corpus, device="cpu",
+                      precision="fp32", world_size=1, vocab_size=10, num_parameters=1000, train_chars=90,
+                      val_chars=10, resumed_from_step=None))
+    render(StepProgress(step=500, epoch=0, progress=0.5, train_loss=1.5, lr=1e-3, chars_per_second=5000.0,
+                        elapsed_seconds=3.0))
+    assert re.search(r"\d\d:\d\d<[^ ]+ step 500 \| loss 1\.500 \| val - \|", err.getvalue()), err.getvalue()
+    render(_finished(1.0, 500))
+
+
+def test_a_run_stopped_before_its_first_validation_says_so():
+    out = io.StringIO()
+    TrainRenderer(out=out, err=io.StringIO())(_finished(float("nan")))
+    assert "no validation pass yet" in out.getvalue() and "nan" not in out.getvalue()
+
+
+def test_the_summary_shows_the_best_validation_loss():
+    out = io.StringIO()
+    TrainRenderer(out=out, err=io.StringIO())(_finished(1.23456, 30))
+    assert "best val 1.2346 nats/char at step 30; checkpoints in runs" in out.getvalue()
+
+
+def test_a_run_stopped_before_its_first_step_does_not_point_at_checkpoints():
+    out = io.StringIO()
+    finished = RunFinished(step=0, reason="interrupted", best_val_loss=float("nan"), best_step=0,
+                           elapsed_seconds=0.5, run_dir=Path("runs/x"), skipped_steps=0)
+    TrainRenderer(out=out, err=io.StringIO())(finished)
+    assert "nothing was saved" in out.getvalue() and "checkpoints in" not in out.getvalue()
