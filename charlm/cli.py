@@ -13,7 +13,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import typer
 
@@ -23,8 +23,9 @@ from charlm.config import (UNSET_WORDS, build_config, config_default_text, confi
 from charlm.distributed import World, join, leave, main_first
 from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
 from charlm.errors import CharlmError, CorpusError
+from charlm.launch import INTERRUPTED
 from charlm.evaluate import evaluate_checkpoint
-from charlm.named import REGISTRY, fetch, is_named, is_present, local_path
+from charlm.named import CORPORA_DIR, REGISTRY, fetch, is_named, is_present, local_path
 from charlm.render import TrainRenderer
 from charlm.resume import recorded_corpus, resumed_config
 from charlm.sources import SourceFile, select_files
@@ -48,7 +49,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _report_interrupt(message: str = "\ncharlm: interrupted", show: bool = True) -> None:
+def _report_interrupt(message: str = INTERRUPTED.rstrip("\n"), show: bool = True) -> None:
     global _interrupt_reported
     _interrupt_reported = True
     if show:
@@ -98,8 +99,20 @@ class StopFlag:
 
 
 def _opt(name: str, **kwargs):
-    # The flag's own default is None ("not given"), so a preset can fill it; help shows the built-in one.
-    return typer.Option(None, help=config_help(name), show_default=config_default_text(name), **kwargs)
+    # The flag's own default is None ("not given"), so a preset can fill it; help shows the built-in one
+    # (as text: a string show_default would be printed in parentheses).
+    return typer.Option(None, help=f"{config_help(name)} \\[default: {config_default_text(name)}]", show_default=False,
+                        **kwargs)
+
+
+def _count_or_unset(value: str | None) -> int | str | None:
+    """A bound flag's value: a whole number, or "none" (kept as text: build_config clears it)."""
+    if value is None or value.strip().lower() in UNSET_WORDS:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"must be a whole number or none, got {value!r}") from None
 
 
 @app.command()
@@ -131,9 +144,9 @@ def train(
     warmup_steps: Optional[int] = _opt("warmup_steps"),
     min_lr_ratio: Optional[float] = _opt("min_lr_ratio"),
     max_nonfinite_steps: Optional[int] = _opt("max_nonfinite_steps"),
-    max_steps: Optional[str] = _opt("max_steps", metavar="<int|none>"),
-    epochs: Optional[str] = _opt("epochs", metavar="<int|none>"),
-    time_budget: Optional[str] = _opt("time_budget"),
+    max_steps: Optional[str] = _opt("max_steps", metavar="<int|none>", callback=_count_or_unset),
+    epochs: Optional[str] = _opt("epochs", metavar="<int|none>", callback=_count_or_unset),
+    time_budget: Optional[str] = _opt("time_budget", metavar="<duration|none>"),
     eval_every: Optional[int] = _opt("eval_every"),
     log_every: Optional[int] = _opt("log_every"),
     sample_length: Optional[int] = _opt("sample_length"),
@@ -145,9 +158,6 @@ def train(
     """Train a model on text files, directories or a named corpus (default: the Python standard library)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
-    for key in ("max_steps", "epochs"):
-        if key in flags:
-            flags[key] = _count_or_unset(key, flags[key])
     arguments = list(corpus or [])
     with user_errors(), _process_group() as world:
         preset = load_config_file(config) if config else {}
@@ -167,7 +177,8 @@ def train(
                 return reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer, resolved.normalize_newlines,
                                        default_cache_dir(), for_resume=True)
             return open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines,
-                               quiet=not world.is_main, leave_out=[DEFAULT_ROOT, run_dir, default_cache_dir()])
+                               quiet=not world.is_main,
+                               leave_out=[DEFAULT_ROOT, CORPORA_DIR, run_dir, default_cache_dir()])
 
         encoded = main_first(world, open_corpus_once)  # rank 0 fetches and caches; the others reuse it
         render = TrainRenderer() if world.is_main else (lambda event: None)
@@ -185,16 +196,6 @@ def train(
                               if saved else "charlm: stopped before the first step; nothing was saved",
                               show=world.is_main)
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
-
-
-def _count_or_unset(key: str, text: str) -> int | str:
-    """A bound flag's value: a whole number, or "none" (kept as text: build_config clears it)."""
-    if text.strip().lower() in UNSET_WORDS:
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        fail(f"--{key.replace('_', '-')} must be a whole number or none, got {text!r}", code=2)
 
 
 @contextmanager
@@ -229,13 +230,14 @@ def run_name(arguments: list[str]) -> str:
     first = Path(arguments[0])
     while first.name and set("*?[") & set(first.name):
         first = first.parent
-    # "." and ".." have no stem of their own (and ".." would put the run beside checkpoints/)
-    name = first.resolve().name if first.is_dir() or first.name in ("", ".", "..") else first.stem
+    # "." and ".." have no name of their own (and ".." would put the run beside checkpoints/);
+    # a folder keeps its whole name, as given (not the target of a link)
+    name = first.resolve().name if first.name in ("", ".", "..") else first.name if first.is_dir() else first.stem
     return name or "corpus"
 
 
 def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
-                normalize_newlines: bool, quiet: bool = False, leave_out: list[Path] = ()) -> EncodedCorpus:
+                normalize_newlines: bool, quiet: bool = False, leave_out: Iterable[Path] = ()) -> EncodedCorpus:
     """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet).
 
     Directory walks skip the folders in `leave_out`: charlm's own output.
@@ -388,12 +390,14 @@ def evaluate(
 
 def main() -> None:
     """Entry point. Usage errors are reported in one line too, with Typer's exit code 2."""
+    global _interrupt_reported
+    _interrupt_reported = False
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while it starts, say)
         code = 130
     except Exception as exc:  # click's (or Typer's vendored click's) UsageError and kin
-        if type(exc).__name__ == "Abort":  # click's form of a Ctrl-C it caught itself
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # older click's form of a Ctrl-C it caught (Abort)
             code = 130
         elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             command = getattr(getattr(exc, "ctx", None), "command_path", "charlm")

@@ -100,7 +100,9 @@ def config_help(name: str) -> str:
 def config_default_text(name: str) -> str:
     """A config field's default as `--help` shows it (what applies without a preset)."""
     value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
-    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
@@ -150,7 +152,8 @@ def parse_duration(text: str, what: str = "time budget") -> float:
     """'90s', '5m', '1.5h' or plain seconds '300' -> seconds."""
     match = _DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"{what} '{text}' is not a positive duration such as 90s, 5m or 1h")
+        unset = "; none for no time limit" if what == "time budget" else ""
+        raise ConfigError(f"{what} '{text}' is not a positive duration such as 90s, 5m or 1h{unset}")
     unit = (match.group(2) or "s").lower()
     return float(match.group(1)) * _UNIT_SECONDS[unit]
 

@@ -1,16 +1,26 @@
 """The console script's first code, before torch is imported.
 
-Importing torch takes about a second; a Ctrl-C in that second would otherwise
-end in a traceback instead of the quiet exit 130 the rest of charlm gives.
+Importing torch takes about a second. A Ctrl-C in that second must not
+raise inside it: a KeyboardInterrupt in the middle of numpy's or torch's C
+initialisation gave tracebacks ("cannot load module more than once") or was
+swallowed, and the run went on. So the import runs with SIGINT only noted,
+and a noted one ends charlm once the import is done.
 """
 
+import signal
 import sys
+
+INTERRUPTED = "\ncharlm: interrupted\n"
 
 
 def main() -> None:
+    noted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     try:
         from charlm.cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("\ncharlm: interrupted\n")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        sys.stderr.write(INTERRUPTED)
         sys.exit(130)
     cli_main()

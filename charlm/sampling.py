@@ -39,12 +39,14 @@ def default_prime(vocab: Vocab) -> str:
 
 def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits / temperature, shifted so the best is 0: safe for any temperature > 0. logits: (..., V)."""
-    # Dividing first, a tiny temperature (1e-40) made every logit +-inf, softmax
-    # gave NaN (inf - inf) and argmax picked id 0. Shifted, the others go to -inf
-    # and the best stays 0, even where the temperature rounds to 0 in the
-    # logits' dtype (1e-50 in float32), which would make it 0 / 0.
+    # Dividing first, a tiny temperature (1e-20) made every logit +-inf, softmax
+    # gave NaN (inf - inf) and argmax picked id 0. Shifted, the best stays 0 and
+    # the others go to -inf. Below the dtype's smallest normal number the
+    # temperature may round to 0 (0 / 0): that is greedy outright.
     shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., V), <= 0
-    return torch.where(shifted == 0, shifted, shifted / temperature)
+    if temperature < torch.finfo(shifted.dtype).tiny:  # it would round to 0 here: greedy
+        return shifted.masked_fill(shifted < 0, float("-inf"))
+    return shifted.div_(temperature)
 
 
 def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:

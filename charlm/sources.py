@@ -6,8 +6,9 @@
 - directories, walked recursively in sorted order of their relative paths,
   leaving out version-control and tool folders (.git, .hg, .svn, __pycache__,
   node_modules, .venv and any other hidden folder), hidden files, and the
-  folders charlm itself writes (checkpoints, the run directory, the encoding
-  cache), so training on "." twice does not train on the first run's files; and
+  folders charlm itself writes (checkpoints/, corpora/, the encoding cache,
+  and any run directory, wherever --out put it), so training on "." twice
+  does not train on the first run's files; and
 - glob patterns (`'src/**/*.py'`), expanded in sorted order.
 
 `--include GLOB` (repeatable) keeps only the files found by walking whose name
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+from charlm.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT
 from charlm.errors import CorpusError
 
 SKIPPED_DIRS = {".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", "__pycache__", "node_modules", ".venv",
@@ -57,30 +61,46 @@ def _matches(relative: Path, include: list[str]) -> bool:
     return any(fnmatch.fnmatch(relative.name, g) or fnmatch.fnmatch(text, g) for g in include)
 
 
+RUN_MARKERS = ("best.json", "last.json")  # what a charlm run directory holds
+
+
+def is_run_directory(folder: Path, file_names: list[str]) -> bool:
+    """Whether charlm wrote this folder as a run (a checkpoint JSON of charlm's format)."""
+    for name in RUN_MARKERS:
+        if name in file_names:
+            try:
+                return CHECKPOINT_FORMAT in (folder / name).read_text(encoding="utf-8", errors="replace")[:4096]
+            except OSError:
+                return False
+    return False
+
+
 def _walk(root: Path, leave_out: frozenset[Path] = frozenset()) -> list[Path]:
+    """Files under root, in sorted order, without the folders left out (see the module docstring)."""
     resolved_root = root.resolve()
-    left_out = [folder.relative_to(resolved_root).parts for folder in leave_out
-                if folder != resolved_root and folder.is_relative_to(resolved_root)]
+    left_out = {folder for folder in leave_out if folder != resolved_root}
     found = []
-    for path in root.rglob("*"):
-        parts = path.relative_to(root).parts
-        if any(p in SKIPPED_DIRS or p.startswith(".") for p in parts):
+    for folder, dir_names, file_names in os.walk(root):
+        here = Path(folder)
+        # Pruning dir_names in place keeps os.walk out of them altogether.
+        dir_names[:] = [d for d in dir_names if d not in SKIPPED_DIRS and not d.startswith(".")
+                        and (here / d).resolve() not in left_out]
+        if here != root and is_run_directory(here, file_names):
+            dir_names[:] = []
             continue
-        if any(parts[:len(prefix)] == prefix for prefix in left_out):
-            continue
-        if path.is_file():
-            found.append(path)
+        found += [here / name for name in file_names if not name.startswith(".") and (here / name).is_file()]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def select_files(arguments: list[str], include: list[str] | None = None, strict: bool = False,
-                 leave_out: list[Path] = ()) -> Selection:
+                 leave_out: Iterable[Path] = ()) -> Selection:
     """Resolve PATH arguments into an ordered list of files (see the module docstring).
 
-    Walks skip the folders in `leave_out` (charlm's own output folders).
+    Walks skip the folders in `leave_out` (charlm's own folders) and any
+    earlier run's directory.
     """
     include = include or []
-    leave_out = frozenset(folder.resolve() for folder in leave_out)
+    left_out = frozenset(folder.resolve() for folder in leave_out)
     selection, seen = Selection(), set()
 
     def add(path: Path, named: bool) -> None:
@@ -105,7 +125,7 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            walked = [p for p in _walk(path, leave_out) if _matches(p.relative_to(path), include)]
+            walked = [p for p in _walk(path, left_out) if _matches(p.relative_to(path), include)]
             if not walked:
                 raise CorpusError(f"directory {path} has no files to train on"
                                   + (f" matching --include {' '.join(include)}; check the globs" if include

@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -244,7 +246,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(files, argv, run_setup, pro
     (["train", "--hidden-size", "abc"], "--hidden-size"),
     (["train", "--bogus"], "No such option: --bogus"),
     (["sample", "--top-k"], "--top-k"),
-    (["train", "--max-steps", "12x"], "--max-steps must be a whole number or none"),
+    (["train", "--max-steps", "12x"], "'--max-steps': must be a whole number or none"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
     done = charlm(*argv, cwd=tmp_path)
@@ -308,21 +310,43 @@ def test_training_on_a_folder_twice_does_not_read_the_first_runs_files(tmp_path,
     folder.mkdir()
     (folder / "fox.txt").write_text(TEXT)
     monkeypatch.chdir(folder)
-    first = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0"])
+    first = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0", "--out", "runs/a"])
     assert first.exit_code == 0, first.output
-    record = json.loads((folder / "checkpoints" / "mytexts" / "best.json").read_text())  # named after the folder
-    second = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0", "--out", "again"])
+    record = json.loads((folder / "runs" / "a" / "best.json").read_text())
+    second = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0"])
     assert second.exit_code == 0 and "warning" not in second.stderr, second.output
-    again = json.loads((folder / "again" / "best.json").read_text())
+    again = json.loads((folder / "checkpoints" / "mytexts" / "best.json").read_text())  # named after the folder
     assert again["vocab"] == record["vocab"] and again["corpus"]["sha256"] == record["corpus"]["sha256"]
+    third = CliRunner().invoke(app, ["train", ".", "--config", TINY, "--sample-length", "0", "--out", "runs/c"])
+    assert third.exit_code == 0 and "warning" not in third.stderr, third.output
+    assert json.loads((folder / "runs" / "c" / "best.json").read_text())["corpus"]["sha256"] == record["corpus"]["sha256"]
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0, 1.4, 2.5])
+INTERRUPT_WHILE_IMPORTING = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "charlm.cli":  # Ctrl-C lands while the CLI (and torch) load
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+sys.argv = ["charlm", "train", "--help"]
+from charlm.launch import main
+main()
+"""
+
+
+def test_ctrl_c_while_torch_imports_is_noted_and_ends_the_command():
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_WHILE_IMPORTING], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130 and done.stderr.strip() == "charlm: interrupted", done.stderr
+    assert "Usage" not in done.stdout  # the command did not go on
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
 def test_ctrl_c_at_any_moment_of_startup_exits_130_with_one_line(tmp_path, delay):
     # From torch's import to the first steps, each moment has its own handler
     # (launch.py, Typer, user_errors, the stop flag); none may show a traceback.
-    import signal
-    import time
     (tmp_path / "fox.txt").write_text(TEXT)
     proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "fox.txt", "--config", TINY,
                              "--max-steps", "none", "--epochs", "1000", "--eval-every", "100000"],
@@ -331,4 +355,4 @@ def test_ctrl_c_at_any_moment_of_startup_exits_130_with_one_line(tmp_path, delay
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith("charlm: "), err
+    assert [line for line in err.splitlines() if line.startswith("charlm: ")] == [err.strip().splitlines()[-1]], err

@@ -49,7 +49,7 @@ def test_low_temperature_concentrates_and_high_spreads():
     assert cold.count(0) == 200 and len(set(hot)) == 3
 
 
-@pytest.mark.parametrize("temperature", [1e-40, 1e-50])
+@pytest.mark.parametrize("temperature", [1e-20, 1e-40, 1e-50])
 @pytest.mark.parametrize("options", [dict(), dict(top_k=2), dict(top_p=0.9)])
 def test_a_tiny_temperature_is_greedy(temperature, options):
     logits = torch.tensor([[1.0, 5.0, 3.0, 4.999]])
@@ -152,7 +152,6 @@ def test_plain_sampling_follows_the_tempered_distribution(temperature):
     expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
     counts = torch.tensor([text.count(c) for c in "abcd"], dtype=torch.float)
     assert torch.allclose(counts / n, expected, atol=0.015), (counts / n, expected)
-
 
 
 @pytest.mark.parametrize("line_start, model_reads", [(True, "\nabc"), (False, "abc")])

@@ -58,3 +58,10 @@ def test_a_walk_leaves_out_charlms_own_folders(tmp_path, monkeypatch):
     # a folder the user names is theirs, even if charlm writes there
     assert [f.path.as_posix() for f in select_files(["checkpoints"], leave_out=leave_out).files] == \
         ["checkpoints/run/best.json"]
+
+
+def test_a_walk_leaves_out_any_earlier_run_directory_but_not_a_users_best_json(tmp_path, monkeypatch):
+    _tree(tmp_path, {"a.txt": "a", "runs/old/last.json": '{"format": "charlm-checkpoint", "step": 3}',
+                     "runs/old/metrics.jsonl": "{}", "site/best.json": '{"name": "my best page"}'})
+    monkeypatch.chdir(tmp_path)
+    assert [f.path.as_posix() for f in select_files(["."]).files] == ["a.txt", "site/best.json"]
