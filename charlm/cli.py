@@ -13,7 +13,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -21,14 +21,14 @@ from charlm.checkpoint import DEFAULT_ROOT, load_checkpoint
 from charlm.config import (UNSET_WORDS, build_config, config_default_text, config_help, load_config_file,
                            parse_duration)
 from charlm.distributed import World, join, leave, main_first
-from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
-from charlm.errors import CharlmError, CorpusError
+from charlm.encoding import EncodedCorpus, default_cache_dir, reopen_recorded
+from charlm.cli_inputs import fetch_with_progress, named_corpus_of, open_inputs, run_name
+from charlm.errors import CharlmError
 from charlm.launch import INTERRUPTED
 from charlm.evaluate import evaluate_checkpoint
-from charlm.named import CORPORA_DIR, REGISTRY, fetch, is_named, is_present, local_path
+from charlm.named import CORPORA_DIR, REGISTRY, is_present, local_path
 from charlm.render import TrainRenderer
 from charlm.resume import recorded_corpus, resumed_config
-from charlm.sources import SourceFile, select_files
 from charlm.runtime import make_generator, resolve_device
 from charlm.sampling import SamplingOptions, default_prime, generate
 from charlm.train import train as train_run
@@ -165,7 +165,7 @@ def train(
             run_dir = out or DEFAULT_ROOT / run_name(arguments)
             resolved = resumed_config(run_dir, {**preset, **flags})
         else:
-            named = _named(arguments)
+            named = named_corpus_of(arguments)
             if named and "tokenizer" not in {**preset, **flags}:
                 flags["tokenizer"] = named.tokenizer  # enwik8 is read as bytes, as published figures are
             resolved = build_config(preset, flags)
@@ -213,87 +213,6 @@ def _process_group() -> Iterator[World]:
     leave()
 
 
-def _named(arguments: list[str]):
-    """The named corpus the arguments ask for (none: python), or None for paths."""
-    if not arguments:
-        return REGISTRY["python"]
-    if len(arguments) == 1 and is_named(arguments[0]) and not Path(arguments[0]).exists():
-        return REGISTRY[arguments[0]]
-    return None
-
-
-def run_name(arguments: list[str]) -> str:
-    """Default run directory name: the named corpus, the first file's stem, or the folder's name."""
-    named = _named(arguments)
-    if named:
-        return Path(named.filename).stem
-    first = Path(arguments[0])
-    while first.name and set("*?[") & set(first.name):
-        first = first.parent
-    # "." and ".." have no name of their own (and ".." would put the run beside checkpoints/);
-    # a folder keeps its whole name, as given (not the target of a link)
-    name = first.resolve().name if first.name in ("", ".", "..") else first.name if first.is_dir() else first.stem
-    return name or "corpus"
-
-
-def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
-                normalize_newlines: bool, quiet: bool = False, leave_out: Iterable[Path] = ()) -> EncodedCorpus:
-    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet).
-
-    Directory walks skip the folders in `leave_out`: charlm's own output.
-    """
-    echo = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))
-    named = _named(arguments)
-    if named:
-        if named.standard_splits and tokenizer != named.tokenizer:
-            raise CorpusError(f"{named.name}'s standard splits are counted in {named.unit}s; "
-                              f"train it with --tokenizer {named.tokenizer}")
-        path = _fetch_with_progress(named.name)
-        files = [SourceFile(path, named=True)]
-        name, splits = named.name, named.standard_splits
-    else:
-        selection = select_files(arguments, include, strict, leave_out)
-        for warning in selection.warnings:
-            echo(f"charlm: warning: {warning}")
-        files, name, splits = selection.files, run_name(arguments), None
-    size = sum(f.path.stat().st_size for f in files)
-    if size > 50_000_000:
-        echo(f"charlm: preparing {size / 1e6:,.0f} MB of text (encoded once, then memory-mapped from "
-             f"{default_cache_dir()})")
-    encoded = open_corpus(files, tokenizer, normalize_newlines, default_cache_dir(), name=name, strict=strict,
-                          standard_splits=splits)
-    for warning in encoded.info.get("skipped", []):
-        echo(f"charlm: warning: {warning}")
-    return encoded
-
-
-class _DownloadBars:
-    """tqdm bars for downloads, on stderr."""
-
-    def __init__(self) -> None:
-        self.bars: list = []
-
-    def __call__(self, total: int | None, name: str):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
-                   disable=not sys.stderr.isatty())
-        self.bars.append(bar)
-        return bar.update
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-
-
-def _fetch_with_progress(name: str) -> Path:
-    bars = _DownloadBars()
-    try:
-        return fetch(name, progress=bars)
-    finally:
-        bars.close()
-
-
 @corpus_app.command("list")
 def corpus_list() -> None:
     """The named corpora, whether each is here yet, and what it is."""
@@ -308,7 +227,7 @@ def corpus_list() -> None:
 def corpus_get(name: str = typer.Argument(..., help="a name from `charlm corpus list`")) -> None:
     """Fetch (or build) a named corpus into corpora/ and verify it; print where it is."""
     with user_errors():
-        path = _fetch_with_progress(name)
+        path = fetch_with_progress(name)
         corpus = REGISTRY[name]
         splits = (f"; standard splits {corpus.standard_splits[0]:,} / "
                   f"{corpus.standard_splits[1] - corpus.standard_splits[0]:,} / rest, in {corpus.unit}s"

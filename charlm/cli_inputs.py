@@ -1,0 +1,98 @@
+"""The corpus arguments of `charlm train`: which corpus they name, the run's name, the encoded corpus.
+
+Part of the command line: warnings and download bars go to stderr here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import typer
+
+from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus
+from charlm.errors import CorpusError
+from charlm.named import REGISTRY, NamedCorpus, fetch, is_named
+from charlm.sources import SourceFile, select_files
+
+
+def named_corpus_of(arguments: list[str]) -> NamedCorpus | None:
+    """The named corpus the arguments ask for (none: python), or None for paths."""
+    if not arguments:
+        return REGISTRY["python"]
+    if len(arguments) == 1 and is_named(arguments[0]) and not Path(arguments[0]).exists():
+        return REGISTRY[arguments[0]]
+    return None
+
+
+def run_name(arguments: list[str]) -> str:
+    """Default run directory name: the named corpus, the first file's stem, or the folder's name."""
+    named = named_corpus_of(arguments)
+    if named:
+        return Path(named.filename).stem
+    first = Path(arguments[0])
+    while first.name and set("*?[") & set(first.name):
+        first = first.parent
+    # "." and ".." have no name of their own (and ".." would put the run beside checkpoints/);
+    # a folder keeps its whole name, as given (not the target of a link)
+    name = first.resolve().name if first.name in ("", ".", "..") else first.name if first.is_dir() else first.stem
+    return name or "corpus"
+
+
+def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,
+                normalize_newlines: bool, quiet: bool = False, leave_out: Iterable[Path] = ()) -> EncodedCorpus:
+    """Command-line corpus arguments -> an encoded (cached) corpus, warnings on stderr (unless quiet).
+
+    Directory walks skip the folders in `leave_out`: charlm's own output.
+    """
+    echo = (lambda message: None) if quiet else (lambda message: typer.echo(message, err=True))
+    named = named_corpus_of(arguments)
+    if named:
+        if named.standard_splits and tokenizer != named.tokenizer:
+            raise CorpusError(f"{named.name}'s standard splits are counted in {named.unit}s; "
+                              f"train it with --tokenizer {named.tokenizer}")
+        path = fetch_with_progress(named.name)
+        files = [SourceFile(path, named=True)]
+        name, splits = named.name, named.standard_splits
+    else:
+        selection = select_files(arguments, include, strict, leave_out)
+        for warning in selection.warnings:
+            echo(f"charlm: warning: {warning}")
+        files, name, splits = selection.files, run_name(arguments), None
+    size = sum(f.path.stat().st_size for f in files)
+    if size > 50_000_000:
+        echo(f"charlm: preparing {size / 1e6:,.0f} MB of text (encoded once, then memory-mapped from "
+             f"{default_cache_dir()})")
+    encoded = open_corpus(files, tokenizer, normalize_newlines, default_cache_dir(), name=name, strict=strict,
+                          standard_splits=splits)
+    for warning in encoded.info.get("skipped", []):
+        echo(f"charlm: warning: {warning}")
+    return encoded
+
+
+class _DownloadBars:
+    """tqdm bars for downloads, on stderr."""
+
+    def __init__(self) -> None:
+        self.bars: list = []
+
+    def __call__(self, total: int | None, name: str):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+        self.bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def fetch_with_progress(name: str) -> Path:
+    bars = _DownloadBars()
+    try:
+        return fetch(name, progress=bars)
+    finally:
+        bars.close()
