@@ -165,6 +165,28 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
                            "or the best.json or last.json in it")
 
 
+def _is_charlm_record(record: object) -> bool:
+    return isinstance(record, dict) and record.get("format") == FORMAT_NAME
+
+
+def is_run_directory(folder: Path, file_names: list[str] | None = None) -> bool:
+    """Whether charlm wrote this folder as a run: its best or last JSON is a charlm checkpoint.
+
+    file_names: the folder's files, when the caller has listed them already
+    (a directory walk), to open nothing in folders that cannot be runs.
+    """
+    for kind in KINDS:
+        name = f"{kind}.json"
+        if file_names is not None and name not in file_names:
+            continue
+        try:
+            if _is_charlm_record(json.loads((folder / name).read_text(encoding="utf-8"))):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def read_record(json_path: Path) -> dict:
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
@@ -176,7 +198,7 @@ def read_record(json_path: Path) -> dict:
         if json_path.suffix != ".json":
             raise _not_a_checkpoint(json_path) from None
         raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON; {_DAMAGED}") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+    if not _is_charlm_record(record):
         raise _not_a_checkpoint(json_path)
     if record.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from charlm.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT
+from charlm.checkpoint import is_run_directory
 from charlm.errors import CorpusError
 
 SKIPPED_DIRS = {".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", "__pycache__", "node_modules", ".venv",
@@ -59,20 +59,6 @@ def _matches(relative: Path, include: list[str]) -> bool:
         return True
     text = relative.as_posix()
     return any(fnmatch.fnmatch(relative.name, g) or fnmatch.fnmatch(text, g) for g in include)
-
-
-RUN_MARKERS = ("best.json", "last.json")  # what a charlm run directory holds
-
-
-def is_run_directory(folder: Path, file_names: list[str]) -> bool:
-    """Whether charlm wrote this folder as a run (a checkpoint JSON of charlm's format)."""
-    for name in RUN_MARKERS:
-        if name in file_names:
-            try:
-                return CHECKPOINT_FORMAT in (folder / name).read_text(encoding="utf-8", errors="replace")[:4096]
-            except OSError:
-                return False
-    return False
 
 
 def _walk(root: Path, leave_out: frozenset[Path] = frozenset()) -> list[Path]:
