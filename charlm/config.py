@@ -94,12 +94,12 @@ class TrainConfig:
 
 def config_help(name: str) -> str:
     """The help text of a config field, for the CLI's `--help`."""
-    return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
 
 
 def config_default_text(name: str) -> str:
     """A config field's default as `--help` shows it (what applies without a preset)."""
-    value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+    value = TrainConfig.__dataclass_fields__[name].default
     if value is None:
         return "none"
     return str(value).lower() if isinstance(value, bool) else str(value)

@@ -85,10 +85,13 @@ def join(world: World, device: torch.device, timeout_seconds: float) -> torch.de
     NCCL on CUDA (each rank on GPU LOCAL_RANK), Gloo on the CPU. Nothing to do
     for a single process.
     """
-    if not world.distributed or dist.is_initialized():
+    if not world.distributed:
         return device
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
+    if dist.is_initialized():  # joined already (the CLI joins before the corpus, train() again): same device
+        return device
+    if device.type == "cuda":
         torch.cuda.set_device(device)
         backend = "nccl"
     elif device.type == "cpu":
@@ -126,7 +129,7 @@ def lost_peer(exc: BaseException) -> DistributedError:
                             "another process failed or stopped responding; see its own error")
 
 
-def _collective_device(world: World, device: torch.device) -> torch.device:
+def _collective_device(device: torch.device) -> torch.device:
     # NCCL moves only GPU tensors, Gloo only CPU ones.
     return device if device.type == "cuda" else torch.device("cpu")
 
@@ -135,7 +138,7 @@ def agree_max(world: World, device: torch.device, values: list[float]) -> list[f
     """The element-wise maximum of `values` over all ranks (the values themselves when alone)."""
     if not world.distributed:
         return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(world, device))
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(device))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor.tolist()
 

@@ -148,3 +148,13 @@ def test_evaluation_shards_add_up_to_the_whole_pass(world_size):
     whole = score_ids(model, ids, streams=streams)
     shards = sum(score_ids(model, ids, streams=streams, shard=(rank, world_size)) for rank in range(world_size))
     assert streams > 1 and float(shards) == pytest.approx(float(whole), rel=1e-6)  # fp32 sums per chunk
+
+
+def test_a_second_join_gives_the_same_device_as_the_first(monkeypatch):
+    # The CLI joins before opening the corpus and train() joins again: on a GPU
+    # both must name this rank's GPU, not the bare "cuda" the config says.
+    from charlm import distributed
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    world = World(rank=3, local_rank=1, size=4)
+    assert distributed.join(world, torch.device("cuda"), 60) == torch.device("cuda", 1)
+    assert distributed.join(world, torch.device("cpu"), 60) == torch.device("cpu")
