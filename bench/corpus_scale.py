@@ -40,9 +40,9 @@ CHILD = r"""
 import json, os, resource, sys, time
 launched = float(sys.argv[1])
 mode, corpus, tokenizer, steps = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-from charlm.cli_inputs import open_inputs
+from charlm.cli.inputs import open_inputs
 from charlm.config import build_config
-from charlm.train import StepProgress, train
+from charlm.engine.loop import StepProgress, train
 import tempfile
 from pathlib import Path
 imported = time.time()

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, interleaved, machine_facts, paired_ratio  # noqa: E402
 from train_throughput import CharlmSide, load_corpus  # noqa: E402
 
-from charlm.checkpoint import load_checkpoint  # noqa: E402
-from charlm.evaluate import evaluate_ids  # noqa: E402
-from charlm.train import train  # noqa: E402
+from charlm.engine.checkpoint import load_checkpoint  # noqa: E402
+from charlm.tasks.lm.evaluate import evaluate_ids  # noqa: E402
+from charlm.engine.loop import train  # noqa: E402
 
 
 def trained_model(corpus, config):

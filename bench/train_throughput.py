@@ -2,7 +2,7 @@
 
     python bench/train_throughput.py [--out bench/results/train.json] [--quick]
 
-charlm's side is `charlm.train.train()` itself (data layout, model, loss,
+charlm's side is `charlm.engine.loop.train()` itself (data layout, model, loss,
 backward, clipping, AdamW, schedule, progress accounting), timed between its
 progress events. The lean side is nn.Embedding -> nn.LSTM/GRU/RNN ->
 nn.Linear, F.cross_entropy, clip_grad_norm_ and Adam on pre-made tensors. The
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, emit, interleaved, machine_facts, matmul_peak_gflops, paired_ratio  # noqa: E402
 
 from charlm.config import build_config  # noqa: E402
-from charlm.corpus import read_corpus  # noqa: E402
-from charlm.encoding import EncodedCorpus  # noqa: E402
-from charlm.train import StepProgress, train  # noqa: E402
+from charlm.text.corpus import read_corpus  # noqa: E402
+from charlm.text.encoding import EncodedCorpus  # noqa: E402
+from charlm.engine.loop import StepProgress, train  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 EMBEDDING = 64

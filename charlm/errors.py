@@ -6,6 +6,9 @@ people: what is wrong and, where there is one, the way out. The CLI prints the
 message and maps the class to an exit code; the library never prints or exits.
 """
 
+# What charlm says when Ctrl-C ends it (the launcher says it before the CLI has loaded).
+INTERRUPTED = "\ncharlm: interrupted\n"
+
 
 class CharlmError(Exception):
     """Base class: a problem the user can fix. Exit status 1."""

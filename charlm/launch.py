@@ -10,7 +10,7 @@ and a noted one ends charlm once the import is done.
 import signal
 import sys
 
-INTERRUPTED = "\ncharlm: interrupted\n"
+from charlm.errors import INTERRUPTED
 
 
 def main() -> None:

@@ -5,12 +5,12 @@ import pickle
 import pytest
 import torch
 
-from charlm.checkpoint import (find_latest_run, join_optimizer_state, load_checkpoint, save_checkpoint,
+from charlm.engine.checkpoint import (find_latest_run, join_optimizer_state, load_checkpoint, save_checkpoint,
                                read_tensors, split_optimizer_state, write_atomic)
 from charlm.config import TrainConfig
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
-from charlm.model import CharRNN, ModelSpec
-from charlm.vocab import Vocab
+from charlm.tasks.lm.model import CharRNN, ModelSpec
+from charlm.text.vocab import Vocab
 
 
 def _save(run_dir, kind="last", seed=0):
@@ -155,10 +155,10 @@ def test_latest_run_and_empty_root(tmp_path):
 _HANG_AT_FSYNC = """
 import os, sys, time
 from pathlib import Path
-import charlm.checkpoint as checkpoint
+import charlm.engine.checkpoint as checkpoint
 from charlm.config import build_config
-from charlm.corpus import read_corpus
-from charlm.train import train
+from charlm.text.corpus import read_corpus
+from charlm.engine.loop import train
 
 calls, hang_at, real_fsync = [0], int(sys.argv[1]), os.fsync
 def fsync(fd):

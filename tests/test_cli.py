@@ -55,8 +55,8 @@ def test_console_script_is_installed():
 def trained_run(tmp_path_factory):
     """A tiny trained run directory, made once through the library."""
     from charlm.config import build_config, load_config_file
-    from charlm.corpus import read_corpus
-    from charlm.train import train
+    from charlm.text.corpus import read_corpus
+    from charlm.engine.loop import train
 
     root = tmp_path_factory.mktemp("trained")
     (root / "fox.txt").write_text(TEXT)
@@ -257,8 +257,8 @@ def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
 def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    import charlm.checkpoint as checkpoint
-    from charlm.checkpoint import load_checkpoint
+    import charlm.engine.checkpoint as checkpoint
+    from charlm.engine.checkpoint import load_checkpoint
 
     monkeypatch.chdir(tmp_path)
     Path("fox.txt").write_text(TEXT)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charlm import named
+from charlm.text import named
 from charlm.cli import app
 from conftest import REPO
 from test_named import _Server

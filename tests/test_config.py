@@ -82,7 +82,7 @@ def test_a_bare_number_of_seconds_is_a_duration():
 
 def test_the_printed_config_pasted_into_a_preset_gives_the_same_config():
     import tomllib
-    from charlm.render import format_config
+    from charlm.cli.render import format_config
     for config in [build_config({"max_steps": 5, "time_budget": "none"}), build_config({"epochs": 2}),
                    build_config({})]:
         assert build_config(tomllib.loads(format_config(config))) == config

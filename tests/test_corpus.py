@@ -1,6 +1,6 @@
 import pytest
 
-from charlm.corpus import ensure_default_corpus, read_corpus, stdlib_sources
+from charlm.text.corpus import ensure_default_corpus, read_corpus, stdlib_sources
 from charlm.errors import CorpusError
 
 

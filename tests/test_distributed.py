@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
-from charlm.checkpoint import read_tensors
-from charlm.distributed import World, DistributedError
-from charlm.evaluate import choose_streams, score_ids
-from charlm.model import CharRNN, ModelSpec
+from charlm.engine.checkpoint import read_tensors
+from charlm.engine.distributed import World, DistributedError
+from charlm.tasks.lm.evaluate import choose_streams, score_ids
+from charlm.tasks.lm.model import CharRNN, ModelSpec
 from conftest import REPO
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(300))
@@ -153,7 +153,7 @@ def test_evaluation_shards_add_up_to_the_whole_pass(world_size):
 def test_a_second_join_gives_the_same_device_as_the_first(monkeypatch):
     # The CLI joins before opening the corpus and train() joins again: on a GPU
     # both must name this rank's GPU, not the bare "cuda" the config says.
-    from charlm import distributed
+    from charlm.engine import distributed
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     world = World(rank=3, local_rank=1, size=4)
     assert distributed.join(world, torch.device("cuda"), 60) == torch.device("cuda", 1)

@@ -3,11 +3,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from charlm import encoding
-from charlm.encoding import FILE_SEPARATOR, encode_files, open_corpus
+from charlm.text import encoding
+from charlm.text.encoding import FILE_SEPARATOR, encode_files, open_corpus
 from charlm.errors import CorpusError, VocabularyError
-from charlm.sources import SourceFile
-from charlm.vocab import ByteVocab, Vocab
+from charlm.text.sources import SourceFile
+from charlm.text.vocab import ByteVocab, Vocab
 
 
 def _files(tmp_path, contents, named=True):

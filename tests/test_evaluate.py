@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from charlm import evaluate
-from charlm.data import lay_out_eval_streams
-from charlm.evaluate import EvalStats, evaluate_ids
-from charlm.model import CharRNN, ModelSpec
+from charlm.tasks.lm import evaluate
+from charlm.tasks.lm.data import lay_out_eval_streams
+from charlm.tasks.lm.evaluate import EvalStats, evaluate_ids
+from charlm.tasks.lm.model import CharRNN, ModelSpec
 
 
 def _model():
@@ -55,9 +55,9 @@ def test_eval_layout_scores_every_character_once_with_real_burn_in():
 
 
 def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, tiny_config, tmp_path):
-    from charlm.checkpoint import load_checkpoint
-    from charlm.corpus import read_corpus
-    from charlm.train import train
+    from charlm.engine.checkpoint import load_checkpoint
+    from charlm.text.corpus import read_corpus
+    from charlm.engine.loop import train
 
     text = "".join(f"{i} bottles of beer on the wall, {i} bottles of beer.\n" for i in range(400, 0, -1))
     for _ in train(read_corpus(text_file(text)), tiny_config.replace(max_steps=150, eval_every=150), tmp_path / "r"):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charlm.model import CharRNN, ModelSpec, detach_hidden
+from charlm.tasks.lm.model import CharRNN, ModelSpec, detach_hidden
 
 torch.manual_seed(0)
 I, H, T, B = 5, 7, 4, 3

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from charlm import named
+from charlm.text import named
 from charlm.errors import CorpusError
 
 

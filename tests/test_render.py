@@ -3,8 +3,8 @@ import re
 from pathlib import Path
 
 from charlm.config import build_config
-from charlm.render import TrainRenderer
-from charlm.train import RunFinished, RunStarted, StepProgress
+from charlm.cli.render import TrainRenderer
+from charlm.engine.loop import RunFinished, RunStarted, StepProgress
 
 
 class _Terminal(io.StringIO):

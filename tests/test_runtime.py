@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-import charlm.runtime as runtime
+import charlm.engine.runtime as runtime
 from charlm.errors import DeviceError
-from charlm.runtime import precision_name, resolve_device, resolve_precision
+from charlm.engine.runtime import precision_name, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from charlm.errors import CharlmError, VocabularyError
-from charlm.model import CharRNN, ModelSpec
-from charlm.sampling import SamplingOptions, filter_logits, generate, pick_next
-from charlm.vocab import Vocab
+from charlm.tasks.lm.model import CharRNN, ModelSpec
+from charlm.decode.sampling import SamplingOptions, filter_logits, generate, pick_next
+from charlm.text.vocab import Vocab
 
 
 def _model(vocab_size=6, seed=0):
@@ -109,7 +109,7 @@ def test_the_exponential_race_samples_the_distribution():
 
 
 def test_a_byte_level_model_streams_whole_characters():
-    from charlm.vocab import ByteVocab
+    from charlm.text.vocab import ByteVocab
 
     model = _model(vocab_size=256)
     with torch.no_grad():  # make the head always prefer the bytes of "é" (0xC3 0xA9) in turn
@@ -123,7 +123,7 @@ def test_a_byte_level_model_streams_whole_characters():
 
 
 def test_a_byte_level_sample_cut_mid_character_ends_in_a_replacement_character():
-    from charlm.vocab import ByteVocab
+    from charlm.text.vocab import ByteVocab
 
     model = _model(vocab_size=256)
     with torch.no_grad():  # the head always prefers 0xC3, the first byte of "é": a sequence never completed
@@ -167,7 +167,7 @@ def test_the_seed_is_read_as_the_start_of_a_line(line_start, model_reads):
 
 
 def test_no_extra_newline_when_the_seed_has_one_or_the_model_knows_none():
-    from charlm.sampling import line_start_context
+    from charlm.decode.sampling import line_start_context
     assert line_start_context(Vocab.from_text("ab\n"), "\nab") == ""
     assert line_start_context(Vocab.from_text("ab"), "ab") == ""
     assert line_start_context(Vocab.from_text("ab\n"), "ab") == "\n"

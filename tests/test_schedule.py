@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from charlm.schedule import lr_multiplier
+from charlm.engine.schedule import lr_multiplier
 
 
 def test_warmup_is_linear():

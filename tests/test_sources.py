@@ -1,7 +1,7 @@
 import pytest
 
 from charlm.errors import CorpusError
-from charlm.sources import select_files
+from charlm.text.sources import select_files
 
 
 def _tree(root, files):

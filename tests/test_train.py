@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-import charlm.train as train_module
-from charlm.checkpoint import load_checkpoint, read_tensors
-from charlm.corpus import read_corpus
+import charlm.engine.loop as train_module
+from charlm.engine.checkpoint import load_checkpoint, read_tensors
+from charlm.text.corpus import read_corpus
 from charlm.errors import CorpusError, RunDirectoryError
-from charlm.sampling import SamplingOptions, generate
-from charlm.train import Evaluated, NonFiniteLossError, RunFinished, RunStarted, StepProgress, train
+from charlm.decode.sampling import SamplingOptions, generate
+from charlm.engine.loop import Evaluated, NonFiniteLossError, RunFinished, RunStarted, StepProgress, train
 
 PHRASE = "to be or not to be, that is the question. "
 

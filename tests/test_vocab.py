@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlm.errors import VocabularyError
-from charlm.vocab import Vocab
+from charlm.text.vocab import Vocab
 
 
 def test_vocabulary_is_the_sorted_character_set():
@@ -36,7 +36,7 @@ def test_json_round_trip_and_validation():
 
 
 def test_byte_vocabulary_round_trips_and_streams_utf8_safely():
-    from charlm.vocab import ByteVocab
+    from charlm.text.vocab import ByteVocab
 
     vocab = ByteVocab()
     ids, skipped = vocab.encode("né😀")

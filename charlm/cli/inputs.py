@@ -11,10 +11,10 @@ from typing import Iterable
 
 import typer
 
-from charlm.encoding import EncodedCorpus, default_cache_dir, open_corpus
+from charlm.text.encoding import EncodedCorpus, default_cache_dir, open_corpus
 from charlm.errors import CorpusError
-from charlm.named import REGISTRY, NamedCorpus, fetch, is_named
-from charlm.sources import SourceFile, select_files
+from charlm.text.named import REGISTRY, NamedCorpus, fetch, is_named
+from charlm.text.sources import SourceFile, select_files
 
 
 def named_corpus_of(arguments: list[str]) -> NamedCorpus | None:

@@ -41,11 +41,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from charlm.checkpoint import write_atomic
-from charlm.data import split_train_val
+from charlm.engine.checkpoint import write_atomic
+from charlm.tasks.lm.data import split_train_val
 from charlm.errors import CorpusError, VocabularyError
-from charlm.sources import SourceFile
-from charlm.vocab import ByteVocab, Vocab, smallest_dtype_bits
+from charlm.text.sources import SourceFile
+from charlm.text.vocab import ByteVocab, Vocab, smallest_dtype_bits
 
 FILE_SEPARATOR = b"\n\n"
 # 4 MiB: the temporaries of a chunk (up to 16 MiB) then stay under glibc's

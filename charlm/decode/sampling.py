@@ -13,8 +13,8 @@ from typing import Iterator
 import torch
 
 from charlm.errors import CharlmError, VocabularyError
-from charlm.model import CharRNN
-from charlm.vocab import Vocab
+from charlm.tasks.lm.model import CharRNN
+from charlm.text.vocab import Vocab
 
 
 @dataclass(frozen=True)

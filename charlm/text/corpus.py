@@ -27,8 +27,8 @@ _SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "
 def read_corpus(path: Path, normalize_newlines: bool = False, tokenizer: str = "chars",
                 cache_dir: Path | None = None):
     """One text file as an EncodedCorpus (see encoding.py), with one-line errors."""
-    from charlm.encoding import open_corpus  # encoding needs this module's neighbours, not the reverse
-    from charlm.sources import SourceFile
+    from charlm.text.encoding import open_corpus  # encoding needs this module's neighbours, not the reverse
+    from charlm.text.sources import SourceFile
 
     if not path.exists():
         raise CorpusError(f"corpus file {path} does not exist; check the path")

@@ -17,21 +17,20 @@ from typing import Iterator, Optional
 
 import typer
 
-from charlm.checkpoint import DEFAULT_ROOT, load_checkpoint
+from charlm.engine.checkpoint import DEFAULT_ROOT, load_checkpoint
 from charlm.config import (UNSET_WORDS, build_config, config_default_text, config_help, load_config_file,
                            parse_duration)
-from charlm.distributed import World, join, leave, main_first
-from charlm.encoding import EncodedCorpus, default_cache_dir, reopen_recorded
-from charlm.cli_inputs import fetch_with_progress, named_corpus_of, open_inputs, run_name
-from charlm.errors import CharlmError
-from charlm.launch import INTERRUPTED
-from charlm.evaluate import evaluate_checkpoint
-from charlm.named import CORPORA_DIR, REGISTRY, is_present, local_path
-from charlm.render import TrainRenderer
-from charlm.resume import recorded_corpus, resumed_config
-from charlm.runtime import make_generator, resolve_device
-from charlm.sampling import SamplingOptions, default_prime, generate
-from charlm.train import train as train_run
+from charlm.engine.distributed import World, join, leave, main_first
+from charlm.text.encoding import EncodedCorpus, default_cache_dir, reopen_recorded
+from charlm.cli.inputs import fetch_with_progress, named_corpus_of, open_inputs, run_name
+from charlm.errors import INTERRUPTED, CharlmError
+from charlm.tasks.lm.evaluate import evaluate_checkpoint
+from charlm.text.named import CORPORA_DIR, REGISTRY, is_present, local_path
+from charlm.cli.render import TrainRenderer
+from charlm.engine.resume import recorded_corpus, resumed_config
+from charlm.engine.runtime import make_generator, resolve_device
+from charlm.decode.sampling import SamplingOptions, default_prime, generate
+from charlm.engine.loop import train as train_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample and evaluate character-level RNN/LSTM/GRU language models.")

@@ -31,8 +31,8 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from charlm.config import TrainConfig, build_config
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
-from charlm.model import CharRNN, ModelSpec
-from charlm.vocab import Vocab
+from charlm.tasks.lm.model import CharRNN, ModelSpec
+from charlm.text.vocab import Vocab
 
 FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 1

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.checkpoint import Checkpoint
-from charlm.data import iter_windows, lay_out_eval_streams
-from charlm.encoding import encode_files, reopen_recorded
+from charlm.engine.checkpoint import Checkpoint
+from charlm.tasks.lm.data import iter_windows, lay_out_eval_streams
+from charlm.text.encoding import encode_files, reopen_recorded
 from charlm.errors import CorpusError
-from charlm.model import CharRNN
-from charlm.runtime import precision_name, resolve_precision
-from charlm.sources import SourceFile
+from charlm.tasks.lm.model import CharRNN
+from charlm.engine.runtime import precision_name, resolve_precision
+from charlm.text.sources import SourceFile
 
 # Long chunks amortise per-call overhead; the hidden state crosses chunk
 # boundaries, so the chunk length does not change the result.

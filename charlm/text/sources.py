@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from charlm.checkpoint import is_run_directory
+from charlm.engine.checkpoint import is_run_directory
 from charlm.errors import CorpusError
 
 SKIPPED_DIRS = {".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", "__pycache__", "node_modules", ".venv",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from charlm.corpus import DEFAULT_CORPUS_NAME, ensure_default_corpus
+from charlm.text.corpus import DEFAULT_CORPUS_NAME, ensure_default_corpus
 from charlm.errors import CorpusError
 
 CORPORA_DIR = Path("corpora")

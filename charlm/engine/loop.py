@@ -27,20 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from charlm.checkpoint import append_jsonl, finite_or_none, save_checkpoint
+from charlm.engine.checkpoint import append_jsonl, finite_or_none, save_checkpoint
 from charlm.config import TrainConfig, parse_duration
-from charlm.data import check_trainable, epoch_offset, lay_out_streams
-from charlm.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join, lost_peer,
+from charlm.tasks.lm.data import check_trainable, epoch_offset, lay_out_streams
+from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join, lost_peer,
                                 sum_over_ranks, together)
-from charlm.encoding import EncodedCorpus
+from charlm.text.encoding import EncodedCorpus
 from charlm.errors import CharlmError
-from charlm.evaluate import EvalStats, score_ids
-from charlm.model import CharRNN, ModelSpec, detach_hidden
-from charlm.resume import TrainState, check_run_dir, claim_run_dir, collect_rank_state, resume_state
-from charlm.runtime import make_generator, precision_name, resolve_device, resolve_precision, seed_everything
-from charlm.sampling import SamplingOptions, default_prime, generate
-from charlm.schedule import lr_multiplier
-from charlm.vocab import ByteVocab, Vocab
+from charlm.tasks.lm.evaluate import EvalStats, score_ids
+from charlm.tasks.lm.model import CharRNN, ModelSpec, detach_hidden
+from charlm.engine.resume import TrainState, check_run_dir, claim_run_dir, collect_rank_state, resume_state
+from charlm.engine.runtime import make_generator, precision_name, resolve_device, resolve_precision, seed_everything
+from charlm.decode.sampling import SamplingOptions, default_prime, generate
+from charlm.engine.schedule import lr_multiplier
+from charlm.text.vocab import ByteVocab, Vocab
 
 # Samples shown during training: a little below 1 keeps them readable early on.
 PREVIEW_TEMPERATURE = 0.8

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from charlm.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
+from charlm.engine.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
                                split_optimizer_state, write_atomic)
 from charlm.config import TrainConfig, build_config
-from charlm.encoding import EncodedCorpus
+from charlm.text.encoding import EncodedCorpus
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
-from charlm.distributed import SINGLE, World
-from charlm.model import CharRNN, Hidden, hidden_from_tensors, hidden_to_tensors
-from charlm.runtime import capture_rng_state, restore_rng_state
-from charlm.vocab import Vocab
+from charlm.engine.distributed import SINGLE, World
+from charlm.tasks.lm.model import CharRNN, Hidden, hidden_from_tensors, hidden_to_tensors
+from charlm.engine.runtime import capture_rng_state, restore_rng_state
+from charlm.text.vocab import Vocab
 
 # Changing these would make the saved weights or data position meaningless.
 FIXED_ON_RESUME = ("cell", "hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",

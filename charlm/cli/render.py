@@ -15,7 +15,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from charlm.config import TrainConfig
-from charlm.train import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.engine.loop import Evaluated, RunFinished, RunStarted, StepProgress
 
 _PROGRESS_UNITS = 1000  # the bar counts thousandths of the run
 _PLAIN_LINE_SECONDS = 30  # without a terminal, one progress line per this many seconds
