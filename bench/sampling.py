@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, interleaved, machine_facts, paired_ratio, rate  # noqa: E402
 
 from charlm.tasks.lm.model import CharRNN, ModelSpec  # noqa: E402
-from charlm.decode.sampling import SamplingOptions, generate  # noqa: E402
+from charlm.decode.sampling import SamplingOptions  # noqa: E402
+from charlm.tasks.lm.generate import generate  # noqa: E402
 from charlm.text.vocab import Vocab  # noqa: E402
 
 VOCAB = Vocab(tuple(sorted(set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))))

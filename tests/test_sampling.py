@@ -3,7 +3,8 @@ import torch
 
 from charlm.errors import CharlmError, VocabularyError
 from charlm.tasks.lm.model import CharRNN, ModelSpec
-from charlm.decode.sampling import SamplingOptions, filter_logits, generate, pick_next
+from charlm.decode.sampling import SamplingOptions, filter_logits, pick_next
+from charlm.tasks.lm.generate import generate
 from charlm.text.vocab import Vocab
 
 
@@ -167,7 +168,7 @@ def test_the_seed_is_read_as_the_start_of_a_line(line_start, model_reads):
 
 
 def test_no_extra_newline_when_the_seed_has_one_or_the_model_knows_none():
-    from charlm.decode.sampling import line_start_context
+    from charlm.tasks.lm.generate import line_start_context
     assert line_start_context(Vocab.from_text("ab\n"), "\nab") == ""
     assert line_start_context(Vocab.from_text("ab"), "ab") == ""
     assert line_start_context(Vocab.from_text("ab\n"), "ab") == "\n"

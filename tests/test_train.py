@@ -7,7 +7,8 @@ import charlm.engine.loop as train_module
 from charlm.engine.checkpoint import load_checkpoint, read_tensors
 from charlm.text.corpus import read_corpus
 from charlm.errors import CorpusError, RunDirectoryError
-from charlm.decode.sampling import SamplingOptions, generate
+from charlm.decode.sampling import SamplingOptions
+from charlm.tasks.lm.generate import generate
 from charlm.engine.loop import Evaluated, NonFiniteLossError, RunFinished, RunStarted, StepProgress, train
 
 PHRASE = "to be or not to be, that is the question. "

@@ -29,7 +29,8 @@ from charlm.text.named import CORPORA_DIR, REGISTRY, is_present, local_path
 from charlm.cli.render import TrainRenderer
 from charlm.engine.resume import recorded_corpus, resumed_config
 from charlm.engine.runtime import make_generator, resolve_device
-from charlm.decode.sampling import SamplingOptions, default_prime, generate
+from charlm.decode.sampling import SamplingOptions
+from charlm.tasks.lm.generate import default_prime, generate
 from charlm.engine.loop import train as train_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

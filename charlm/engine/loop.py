@@ -38,7 +38,8 @@ from charlm.tasks.lm.evaluate import EvalStats, score_ids
 from charlm.tasks.lm.model import CharRNN, ModelSpec, detach_hidden
 from charlm.engine.resume import TrainState, check_run_dir, claim_run_dir, collect_rank_state, resume_state
 from charlm.engine.runtime import make_generator, precision_name, resolve_device, resolve_precision, seed_everything
-from charlm.decode.sampling import SamplingOptions, default_prime, generate
+from charlm.decode.sampling import SamplingOptions
+from charlm.tasks.lm.generate import default_prime, generate
 from charlm.engine.schedule import lr_multiplier
 from charlm.text.vocab import ByteVocab, Vocab
 
