@@ -42,7 +42,9 @@ launched = float(sys.argv[1])
 mode, corpus, tokenizer, steps = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 from charlm.cli.inputs import open_inputs
 from charlm.config import build_config
-from charlm.engine.loop import StepProgress, train
+from charlm.engine.events import StepProgress
+from charlm.engine.loop import train
+from charlm.tasks.lm.task import LanguageModelTask
 import tempfile
 from pathlib import Path
 imported = time.time()
@@ -55,7 +57,7 @@ if steps:
     config = build_config({"hidden_size": 128, "num_layers": 2, "batch_size": 32, "seq_len": 128,
                            "max_steps": steps, "time_budget": "none", "eval_every": 10**9, "log_every": 1,
                            "sample_length": 0, "device": "cpu", "val_frac": 0.0001, "tokenizer": tokenizer})
-    for event in train(encoded, config, Path(tempfile.mkdtemp()) / "run"):
+    for event in train(LanguageModelTask(encoded, config), Path(tempfile.mkdtemp()) / "run"):
         if isinstance(event, StepProgress) and event.step == 1:
             result["seconds_from_launch_to_first_step"] = time.time() - launched
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

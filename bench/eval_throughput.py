@@ -27,15 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, interleaved, machine_facts, paired_ratio  # noqa: E402
 from train_throughput import CharlmSide, load_corpus  # noqa: E402
 
-from charlm.engine.checkpoint import load_checkpoint  # noqa: E402
+from charlm.runs import load_checkpoint  # noqa: E402
 from charlm.tasks.lm.evaluate import evaluate_ids  # noqa: E402
 from charlm.engine.loop import train  # noqa: E402
+from charlm.tasks.lm.task import LanguageModelTask  # noqa: E402
 
 
 def trained_model(corpus, config):
     """A model that has learnt something, so its hidden state carries real information."""
     run_dir = Path(tempfile.mkdtemp()) / "run"
-    for _ in train(corpus, config, run_dir):
+    for _ in train(LanguageModelTask(corpus, config), run_dir):
         pass
     return load_checkpoint(run_dir).model
 

@@ -33,7 +33,9 @@ from common import SHAKESPEARE, emit, interleaved, machine_facts, matmul_peak_gf
 from charlm.config import build_config  # noqa: E402
 from charlm.text.corpus import read_corpus  # noqa: E402
 from charlm.text.encoding import EncodedCorpus  # noqa: E402
-from charlm.engine.loop import StepProgress, train  # noqa: E402
+from charlm.engine.events import StepProgress  # noqa: E402
+from charlm.engine.loop import train  # noqa: E402
+from charlm.tasks.lm.task import LanguageModelTask  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 EMBEDDING = 64
@@ -70,7 +72,7 @@ class CharlmSide:
                                     "log_every": 10, "sample_length": 0, "device": "cpu",
                                     "precision": precision})
         self.run_dir = Path(tempfile.mkdtemp()) / "run"
-        self.events = train(corpus, self.config, self.run_dir)
+        self.events = train(LanguageModelTask(corpus, self.config), self.run_dir)
         self.chars_per_step = batch * seq
         self.advance(2)  # start-up and the first steps are not timed
 

@@ -18,21 +18,32 @@ from typing import Any, Mapping
 
 from charlm.errors import ConfigError
 
+TASKS = ("lm", "lines")
 CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BOUNDS = ("max_steps", "epochs", "time_budget")  # training stops at whichever comes first
+OPTIONAL_COUNTS = ("max_steps", "epochs", "patience")  # whole numbers that "none" unsets
+# Defaults that differ by task, between the dataclass defaults and a preset.
+# A record is a few dozen characters, not a 128-character window: more per batch.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {"lines": {"batch_size": 64, "eval_every": 250}}
 UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
 
 
 def _field(default: Any, help: str, **rules: Any) -> Any:
-    """A dataclass field whose metadata carries its help text and its checks."""
+    """A dataclass field whose metadata carries its help text, its checks and (tasks=...) the tasks it serves."""
     return field(default=default, metadata={"help": help, **rules})
+
+
+LM = ("lm",)
+LINES = ("lines",)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    task: str = _field("lm", "what to learn: lm (the next character of a stream of text) or lines "
+                             "(whole records, one per line, optionally per class)", choices=TASKS)
     # model
     cell: str = _field("lstm", "recurrent cell: rnn (tanh), lstm or gru", choices=CELLS)
     hidden_size: int = _field(256, "units per recurrent layer", min=1)
@@ -40,12 +51,19 @@ class TrainConfig:
     embedding_size: int = _field(64, "size of each character's learned vector", min=1)
     dropout: float = _field(0.0, "dropout between layers and before the head", min=0.0, below=1.0)
     # data
-    seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1)
-    batch_size: int = _field(32, "parallel streams per step", min=1)
-    val_frac: float = _field(0.1, "last fraction of the text held out for validation", above=0.0, below=1.0)
-    normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training")
+    seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1, tasks=LM)
+    batch_size: int = _field(32, "parallel streams (lm) or records (lines) per step", min=1)
+    val_frac: float = _field(0.1, "fraction held out for validation: the end of the text (lm), "
+                                  "a seeded random set of distinct records (lines)", above=0.0, below=1.0)
+    normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training", tasks=LM)
     tokenizer: str = _field("chars", "chars (the text's Unicode characters) or bytes (its 256 UTF-8 byte values)",
-                            choices=("chars", "bytes"))
+                            choices=("chars", "bytes"), tasks=LM)
+    max_length: int = _field(256, "longest record in characters; a longer one is an error unless skip_long",
+                             min=1, tasks=LINES)
+    skip_long: bool = _field(False, "skip records longer than max_length (counted) instead of stopping",
+                             tasks=LINES)
+    condition: bool = _field(True, "learn each record given its class when the data is labelled "
+                                   "(a directory of class files or a TSV)", tasks=LINES)
     # optimisation
     lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)
@@ -59,10 +77,12 @@ class TrainConfig:
     max_steps: int | None = _field(None, "stop after this many optimiser steps; none to unset", min=1)
     epochs: int | None = _field(None, "stop after this many passes over the training text; none to unset", min=1)
     time_budget: str | None = _field("3m", "stop after this much training time, e.g. 90s, 5m, 1h; none to unset")
+    patience: int | None = _field(None, "stop after this many evaluations without a new best; none to unset", min=1)
     # evaluation and logging
     eval_every: int = _field(500, "steps between validation passes and checkpoints", min=1)
     log_every: int = _field(10, "steps between progress updates", min=1)
-    sample_length: int = _field(200, "characters of sample shown at each evaluation; 0 for none", min=0)
+    sample_length: int = _field(200, "characters of sample (lm) shown at each evaluation, or with lines "
+                                     "whether to show sampled records; 0 for none", min=0)
     # runtime
     device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps", choices=DEVICES)
     precision: str = _field("auto", "autocast precision of training: auto (bf16 where it is faster, else fp32), "
@@ -93,8 +113,29 @@ class TrainConfig:
 
 
 def config_help(name: str) -> str:
-    """The help text of a config field, for the CLI's `--help`."""
-    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+    """The help text of a config field, for the CLI's `--help` (with the tasks it serves, if not all)."""
+    metadata = TrainConfig.__dataclass_fields__[name].metadata
+    tasks = metadata.get("tasks")
+    return metadata["help"] + (f" ({', '.join(tasks)} only)" if tasks else "")
+
+
+def applies_to(name: str, task: str) -> bool:
+    """Whether a setting means anything for a task."""
+    return task in TrainConfig.__dataclass_fields__[name].metadata.get("tasks", TASKS)
+
+
+def check_applicable(config: "TrainConfig", given: set[str] | list[str]) -> None:
+    """Refuse settings the user gave (preset or flag) that the run's task does not use."""
+    for name in given:
+        if name in TrainConfig.__dataclass_fields__ and not applies_to(name, config.task):
+            tasks = TrainConfig.__dataclass_fields__[name].metadata["tasks"]
+            raise ConfigError(f"{_label(name)} applies to --task {' or '.join(tasks)}, "
+                              f"not {config.task}; leave it out")
+
+
+def stored_value(stored: Mapping[str, Any], name: str) -> Any:
+    """A setting of a config stored in a checkpoint; keys added since it was written read as their defaults."""
+    return stored.get(name, TrainConfig.__dataclass_fields__[name].default)
 
 
 def config_default_text(name: str) -> str:
@@ -169,8 +210,10 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
                 hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
                 raise ConfigError(f"unknown config key '{key}'; {hint}")
             values[key] = value
+    for key, value in TASK_DEFAULTS.get(values.get("task", "lm"), {}).items():
+        values.setdefault(key, value)
     # TOML has no null: an empty string or "none" clears an optional bound.
-    for key in BOUNDS:
+    for key in BOUNDS + OPTIONAL_COUNTS:
         if isinstance(values.get(key), str) and values[key].strip().lower() in UNSET_WORDS:
             values[key] = None
     # A bare number of seconds is a duration too (time_budget = 300, as "300" already is).

@@ -5,8 +5,10 @@ import pickle
 import pytest
 import torch
 
-from charlm.engine.checkpoint import (find_latest_run, join_optimizer_state, load_checkpoint, save_checkpoint,
-                               read_tensors, split_optimizer_state, write_atomic)
+from charlm.engine.checkpoint import (find_latest_run, join_optimizer_state, read_tensors, save_checkpoint,
+                                      split_optimizer_state)
+from charlm.files import write_atomic
+from charlm.runs import load_checkpoint
 from charlm.config import TrainConfig
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
 from charlm.tasks.lm.model import CharRNN, ModelSpec
@@ -20,7 +22,7 @@ def _save(run_dir, kind="last", seed=0):
     meta = {"model": model.spec.to_dict(), "vocab": vocab.to_json(), "config": TrainConfig().to_dict(), "step": 7,
             "corpus": {"path": "x", "sha256": "0"}}
     run_dir.mkdir(exist_ok=True)
-    save_checkpoint(run_dir, kind, model, meta)
+    save_checkpoint(run_dir, kind, model.state_dict(), meta)
     return model
 
 
@@ -39,7 +41,7 @@ def test_old_files_are_removed_once_the_json_moves_on(tmp_path):
     record = json.loads((run / "last.json").read_text())
     record["step"] = 8
     model = load_checkpoint(run).model
-    save_checkpoint(run, "last", model, {k: v for k, v in record.items() if k not in ("weights", "kind")})
+    save_checkpoint(run, "last", model.state_dict(), {k: v for k, v in record.items() if k not in ("weights", "kind")})
     assert sorted(p.name for p in run.glob("*.safetensors")) == ["weights-last-00000008.safetensors"]
 
 
@@ -155,10 +157,11 @@ def test_latest_run_and_empty_root(tmp_path):
 _HANG_AT_FSYNC = """
 import os, sys, time
 from pathlib import Path
-import charlm.engine.checkpoint as checkpoint
+import charlm.files as checkpoint
 from charlm.config import build_config
 from charlm.text.corpus import read_corpus
 from charlm.engine.loop import train
+from charlm.tasks.lm.task import LanguageModelTask
 
 calls, hang_at, real_fsync = [0], int(sys.argv[1]), os.fsync
 def fsync(fd):
@@ -170,7 +173,7 @@ def fsync(fd):
 checkpoint.os.fsync = fsync
 config = build_config({"hidden_size": 16, "num_layers": 1, "embedding_size": 8, "seq_len": 8, "batch_size": 4,
                        "max_steps": 40, "time_budget": "none", "eval_every": 10, "sample_length": 0, "device": "cpu"})
-for _ in train(read_corpus(Path("corpus.txt")), config, Path("run")):
+for _ in train(LanguageModelTask(read_corpus(Path("corpus.txt")), config), Path("run")):
     pass
 print("finished", flush=True)
 """
@@ -204,5 +207,6 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with torch.no_grad():
         model.head.bias[0] = float("nan")
     with pytest.raises(CharlmError, match="NaN"):
-        save_checkpoint(tmp_path / "run", "last", model, json.loads((tmp_path / "run" / "last.json").read_text()))
+        save_checkpoint(tmp_path / "run", "last", model.state_dict(),
+                        json.loads((tmp_path / "run" / "last.json").read_text()))
     assert load_checkpoint(tmp_path / "run").record["step"] == 7

@@ -57,11 +57,12 @@ def trained_run(tmp_path_factory):
     from charlm.config import build_config, load_config_file
     from charlm.text.corpus import read_corpus
     from charlm.engine.loop import train
+    from charlm.tasks.lm.task import LanguageModelTask
 
     root = tmp_path_factory.mktemp("trained")
     (root / "fox.txt").write_text(TEXT)
     config = build_config(load_config_file(REPO / "configs" / "tiny.toml"), {"device": "cpu"})
-    for _ in train(read_corpus(root / "fox.txt"), config, root / "run"):
+    for _ in train(LanguageModelTask(read_corpus(root / "fox.txt"), config), root / "run"):
         pass
     return root
 
@@ -257,8 +258,8 @@ def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
 def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    import charlm.engine.checkpoint as checkpoint
-    from charlm.engine.checkpoint import load_checkpoint
+    import charlm.files as checkpoint
+    from charlm.runs import load_checkpoint
 
     monkeypatch.chdir(tmp_path)
     Path("fox.txt").write_text(TEXT)

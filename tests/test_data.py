@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.tasks.lm.data import check_trainable, epoch_offset, iter_windows, lay_out_streams, split_train_val
+from charlm.tasks.lm.data import check_trainable, epoch_offset, iter_windows, lay_out_streams
+from charlm.text.encoding import split_train_val
 from charlm.errors import CorpusError
 
 

@@ -55,12 +55,14 @@ def test_eval_layout_scores_every_character_once_with_real_burn_in():
 
 
 def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, tiny_config, tmp_path):
-    from charlm.engine.checkpoint import load_checkpoint
+    from charlm.runs import load_checkpoint
     from charlm.text.corpus import read_corpus
     from charlm.engine.loop import train
+    from charlm.tasks.lm.task import LanguageModelTask
 
     text = "".join(f"{i} bottles of beer on the wall, {i} bottles of beer.\n" for i in range(400, 0, -1))
-    for _ in train(read_corpus(text_file(text)), tiny_config.replace(max_steps=150, eval_every=150), tmp_path / "r"):
+    for _ in train(LanguageModelTask(read_corpus(text_file(text)), tiny_config.replace(max_steps=150, eval_every=150)),
+                   tmp_path / "r"):
         pass
     model = load_checkpoint(tmp_path / "r").model
     ids, _ = load_checkpoint(tmp_path / "r").vocab.encode(text)

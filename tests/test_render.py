@@ -4,7 +4,7 @@ from pathlib import Path
 
 from charlm.config import build_config
 from charlm.cli.render import TrainRenderer
-from charlm.engine.loop import RunFinished, RunStarted, StepProgress
+from charlm.engine.events import RunFinished, RunStarted, StepProgress
 
 
 class _Terminal(io.StringIO):
@@ -12,20 +12,18 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _finished(best_val_loss: float, best_step: int = 0) -> RunFinished:
-    return RunFinished(step=12, reason="interrupted", best_val_loss=best_val_loss, best_step=best_step,
-                       elapsed_seconds=3.0, run_dir=Path("runs/x"), skipped_steps=0)
+def _finished(best_val_loss: float | None, best_step: int = 0) -> RunFinished:
+    return RunFinished(step=12, reason="interrupted", best_score=best_val_loss, best_step=best_step,
+                       main_metric="val_loss", elapsed_seconds=3.0, run_dir=Path("runs/x"), skipped_steps=0)
 
 
 def test_the_live_bar_shows_the_status_after_the_times_without_a_stray_comma():
     out, err = io.StringIO(), _Terminal()
     render = TrainRenderer(out=out, err=err)
-    corpus = {"tokenizer": "chars", "files": [{"path": "corpus.txt"}], "name": "corpus", "tokens": 100,
-              "sha256": "ab" * 32}
-    render(RunStarted(run_dir=Path("runs/x"), config=build_config({}), corpus=corpus, device="cpu",
-                      precision="fp32", world_size=1, vocab_size=10, num_parameters=1000, train_chars=90,
-                      val_chars=10, resumed_from_step=None))
-    render(StepProgress(step=500, epoch=0, progress=0.5, train_loss=1.5, lr=1e-3, chars_per_second=5000.0,
+    render(RunStarted(run_dir=Path("runs/x"), task="lm", config=build_config({}), data={},
+                      data_summary="corpus corpus.txt: 100 chars", model_summary="lstm 2x256", unit="char",
+                      device="cpu", precision="fp32", world_size=1, num_parameters=1000, resumed_from_step=None))
+    render(StepProgress(step=500, epoch=0, progress=0.5, train_loss=1.5, lr=1e-3, tokens_per_second=5000.0,
                         elapsed_seconds=3.0))
     assert re.search(r"\d\d:\d\d<[^ ]+ step 500 \| loss 1\.500 \| val - \|", err.getvalue()), err.getvalue()
     render(_finished(1.0, 500))
@@ -33,7 +31,7 @@ def test_the_live_bar_shows_the_status_after_the_times_without_a_stray_comma():
 
 def test_a_run_stopped_before_its_first_validation_says_so():
     out = io.StringIO()
-    TrainRenderer(out=out, err=io.StringIO())(_finished(float("nan")))
+    TrainRenderer(out=out, err=io.StringIO())(_finished(None))
     assert "no validation pass yet" in out.getvalue() and "nan" not in out.getvalue()
 
 
@@ -45,7 +43,7 @@ def test_the_summary_shows_the_best_validation_loss():
 
 def test_a_run_stopped_before_its_first_step_does_not_point_at_checkpoints():
     out = io.StringIO()
-    finished = RunFinished(step=0, reason="interrupted", best_val_loss=float("nan"), best_step=0,
+    finished = RunFinished(step=0, reason="interrupted", best_score=None, best_step=0, main_metric="val_loss",
                            elapsed_seconds=0.5, run_dir=Path("runs/x"), skipped_steps=0)
     TrainRenderer(out=out, err=io.StringIO())(finished)
     assert "nothing was saved" in out.getvalue() and "checkpoints in" not in out.getvalue()

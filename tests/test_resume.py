@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from charlm.engine.checkpoint import load_checkpoint, read_tensors
+from charlm.engine.checkpoint import read_tensors
+from charlm.runs import load_checkpoint
 from conftest import REPO
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(300))

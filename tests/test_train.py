@@ -3,19 +3,22 @@ import json
 import pytest
 import torch
 
-import charlm.engine.loop as train_module
-from charlm.engine.checkpoint import load_checkpoint, read_tensors
+import charlm.tasks.lm.task as train_module
+from charlm.engine.checkpoint import read_tensors
+from charlm.runs import load_checkpoint
 from charlm.text.corpus import read_corpus
 from charlm.errors import CorpusError, RunDirectoryError
 from charlm.decode.sampling import SamplingOptions
 from charlm.tasks.lm.generate import generate
-from charlm.engine.loop import Evaluated, NonFiniteLossError, RunFinished, RunStarted, StepProgress, train
+from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.engine.loop import NonFiniteLossError, train
+from charlm.tasks.lm.task import LanguageModelTask
 
 PHRASE = "to be or not to be, that is the question. "
 
 
 def _events(corpus_path, config, run_dir, **kwargs):
-    return list(train(read_corpus(corpus_path), config, run_dir, **kwargs))
+    return list(train(LanguageModelTask(read_corpus(corpus_path), config), run_dir, **kwargs))
 
 
 def test_memorises_a_repeated_string_then_greedily_reproduces_it(tmp_path, text_file, tiny_config):
@@ -37,7 +40,7 @@ def test_events_metrics_and_checkpoints(tmp_path, text_file, tiny_config):
     events = _events(text_file(), tiny_config, run)
     assert isinstance(events[0], RunStarted) and events[0].resumed_from_step is None
     evals = [e for e in events if isinstance(e, Evaluated)]
-    assert [e.step for e in evals] == [15, 30] and evals[0].is_best and len(evals[0].sample) == 20
+    assert [e.step for e in evals] == [15, 30] and evals[0].is_best and len(evals[0].preview) == 20
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "val_loss" in r] == [15, 30]
     assert [r["step"] for r in lines if "train_loss" in r] == [5, 10, 15, 20, 25, 30]

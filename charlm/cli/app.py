@@ -17,7 +17,8 @@ from typing import Iterator, Optional
 
 import typer
 
-from charlm.engine.checkpoint import DEFAULT_ROOT, load_checkpoint
+from charlm.engine.checkpoint import DEFAULT_ROOT
+from charlm.runs import load_checkpoint
 from charlm.config import (UNSET_WORDS, build_config, config_default_text, config_help, load_config_file,
                            parse_duration)
 from charlm.engine.distributed import World, join, leave, main_first
@@ -27,11 +28,12 @@ from charlm.errors import INTERRUPTED, CharlmError
 from charlm.tasks.lm.evaluate import evaluate_checkpoint
 from charlm.text.named import CORPORA_DIR, REGISTRY, is_present, local_path
 from charlm.cli.render import TrainRenderer
-from charlm.engine.resume import recorded_corpus, resumed_config
+from charlm.engine.resume import recorded_run, resumed_config
 from charlm.engine.runtime import make_generator, resolve_device
 from charlm.decode.sampling import SamplingOptions
 from charlm.tasks.lm.generate import default_prime, generate
 from charlm.engine.loop import train as train_run
+from charlm.tasks.lm.task import LanguageModelTask
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample and evaluate character-level RNN/LSTM/GRU language models.")
@@ -174,7 +176,7 @@ def train(
 
         def open_corpus_once() -> EncodedCorpus:
             if resume and not arguments:
-                return reopen_recorded(recorded_corpus(run_dir), resolved.tokenizer, resolved.normalize_newlines,
+                return reopen_recorded(recorded_run(run_dir)["corpus"], resolved.tokenizer, resolved.normalize_newlines,
                                        default_cache_dir(), for_resume=True)
             return open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines,
                                quiet=not world.is_main,
@@ -185,7 +187,8 @@ def train(
         stop = StopFlag()
         finished = None
         with stop.installed():
-            for event in train_run(encoded, resolved, run_dir, resume=resume, stop_requested=stop, world=world):
+            for event in train_run(LanguageModelTask(encoded, resolved), run_dir, resume=resume,
+                                  stop_requested=stop, world=world):
                 render(event)
                 finished = event
         if stop.signal is not None:

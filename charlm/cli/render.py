@@ -14,17 +14,19 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from charlm.config import TrainConfig
-from charlm.engine.loop import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.config import TrainConfig, applies_to
+from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
 
 _PROGRESS_UNITS = 1000  # the bar counts thousandths of the run
 _PLAIN_LINE_SECONDS = 30  # without a terminal, one progress line per this many seconds
 
 
 def format_config(config: TrainConfig) -> str:
-    """The resolved config as TOML lines, ready to paste into a preset."""
+    """The resolved config as TOML lines, ready to paste into a preset (the run's task's settings only)."""
     lines = []
     for key, value in config.to_dict().items():
+        if not applies_to(key, config.task):  # a preset with them would be refused for this task
+            continue
         if value is None:  # an unset bound; left out, a pasted preset would get the default back
             text = '"none"'
         elif isinstance(value, bool):
@@ -35,6 +37,19 @@ def format_config(config: TrainConfig) -> str:
             text = repr(value)
         lines.append(f"{key} = {text}")
     return "\n".join(lines)
+
+
+def format_metrics(metrics: dict, unit: str) -> str:
+    """Validation figures in a few words: the loss (with bits per unit) and any other metric."""
+    parts = []
+    if "val_loss" in metrics:
+        bits = metrics["val_loss"] / math.log(2)
+        parts.append(f"val {metrics['val_loss']:.3f} ({bits:.2f} {'bpb' if unit == 'byte' else 'bpc'})"
+                     if unit in ("char", "byte") else f"val loss {metrics['val_loss']:.3f}")
+    for key, value in metrics.items():
+        if key not in ("val_loss", "val_bits_per_char") and isinstance(value, (int, float)):
+            parts.append(f"{key.removeprefix('val_').replace('_', '-')} {value:.3f}")
+    return " | ".join(parts)
 
 
 def _rate(chars_per_second: float) -> str:
@@ -67,21 +82,15 @@ class TrainRenderer:
             print(text, file=self.out, flush=True)
 
     def started(self, e: RunStarted) -> None:
-        corpus = e.corpus
         self.write(f"# resolved config\n{format_config(e.config)}")
-        self.unit = "byte" if corpus["tokenizer"] == "bytes" else "char"
-        files = corpus["files"]
-        where = files[0]["path"] if len(files) == 1 else f"{corpus['name']} ({len(files)} files)"
-        split = "standard split" if corpus.get("standard_splits") else "split"
-        self.write(f"corpus {where}: {corpus['tokens']:,} {self.unit}s, sha256 {corpus['sha256'][:12]}…, "
-                   f"vocabulary {e.vocab_size}; {split} {e.train_chars:,} train / {e.val_chars:,} validation")
+        self.unit = e.unit
+        self.write(e.data_summary)
         resumed = f", resumed at step {e.resumed_from_step}" if e.resumed_from_step is not None else ""
-        self.write(f"model {e.config.cell} {e.config.num_layers}x{e.config.hidden_size}, "
-                   f"{e.num_parameters:,} parameters, on {e.device} in {e.precision}{resumed}; "
-                   f"run directory {e.run_dir}")
+        self.write(f"model {e.model_summary}, {e.num_parameters:,} parameters, on {e.device} in {e.precision}"
+                   f"{resumed}; run directory {e.run_dir}")
         if e.world_size > 1:
             self.write(f"{e.world_size} processes x batch {e.config.batch_size} = effective batch "
-                       f"{e.world_size * e.config.batch_size} streams; learning rate {e.config.lr:g} (not scaled)")
+                       f"{e.world_size * e.config.batch_size} {'streams' if e.task == 'lm' else 'records'}; learning rate {e.config.lr:g} (not scaled)")
         if self.live:
             # The status goes in {desc}, not {postfix}: tqdm puts ", " before a
             # postfix, which showed as "00:03<00:10 , step 500".
@@ -90,7 +99,7 @@ class TrainRenderer:
 
     def step(self, e: StepProgress) -> None:
         status = (f"step {e.step} | loss {e.train_loss:.3f} | {self.val_text} | lr {e.lr:.2e} | "
-                  f"{_rate(e.chars_per_second)} {self.unit}/s")
+                  f"{_rate(e.tokens_per_second)} {self.unit}/s")
         if self.bar is not None:
             self.bar.n = int(e.progress * _PROGRESS_UNITS)
             self.bar.set_description_str(status, refresh=True)
@@ -99,25 +108,25 @@ class TrainRenderer:
             self.write(f"{e.progress:4.0%} {status}")
 
     def evaluated(self, e: Evaluated) -> None:
-        self.val_text = f"val {e.val_loss:.3f} ({e.val_bits_per_char:.2f} {'bpb' if self.unit == 'byte' else 'bpc'})"
+        self.val_text = format_metrics(e.metrics, self.unit)
         marker = " (best)" if e.is_best else ""
         self.write(f"step {e.step}: {self.val_text}{marker}")
-        if e.sample:
-            self.write("  " + e.sample.replace("\n", "\n  "))
+        if e.preview:
+            self.write("  " + e.preview.replace("\n", "\n  "))
 
     def best_text(self, e: RunFinished) -> str:
-        # The loop reports NaN when no validation pass has finished: a run
-        # stopped before its first eval_every steps has no best to show.
-        if math.isnan(e.best_val_loss):
+        if e.best_score is None:  # no validation pass has finished
             return "no validation pass yet"
-        return f"best val {e.best_val_loss:.4f} nats/{self.unit} at step {e.best_step}"
+        if e.main_metric == "val_loss":
+            return f"best val {e.best_score:.4f} nats/{self.unit} at step {e.best_step}"
+        return f"best {e.main_metric.removeprefix('val_')} {e.best_score:.4f} at step {e.best_step}"
 
     def finished(self, e: RunFinished) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        why = {"max_steps": "reached --max-steps", "epochs": "reached --epochs",
-               "time_budget": "time budget spent", "interrupted": "interrupted"}[e.reason]
+        why = {"max_steps": "reached --max-steps", "epochs": "reached --epochs", "time_budget": "time budget spent",
+               "patience": "no new best in --patience evaluations", "interrupted": "interrupted"}[e.reason]
         minutes, seconds = divmod(int(e.elapsed_seconds), 60)
         self.write(f"done: {why} after {e.step} steps in {minutes}m{seconds:02d}s; "
                    f"{self.best_text(e)}; " + (f"checkpoints in {e.run_dir}" if e.step else "nothing was saved"))

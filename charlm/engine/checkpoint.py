@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,54 +27,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from charlm.config import TrainConfig, build_config
-from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
-from charlm.tasks.lm.model import CharRNN, ModelSpec
-from charlm.text.vocab import Vocab
+from charlm.errors import CharlmError, CheckpointError
+from charlm.files import write_atomic
 
 FORMAT_NAME = "charlm-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("best", "last")
 DEFAULT_ROOT = Path("checkpoints")
-# What every checkpoint JSON holds, whatever wrote it (save_checkpoint adds "weights").
-_REQUIRED = ("model", "vocab", "config", "weights")
+# What every checkpoint JSON holds, whatever task wrote it (save_checkpoint adds "weights").
+_REQUIRED = ("model", "config", "weights")
 # The way out of a checkpoint that cannot be used, for every message that says so.
-_DAMAGED = "use another checkpoint or train again"
-
-
-# -- atomic file writing ---------------------------------------------------
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write data so that `path` is either its old content or the new, never half."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        _fsync_directory(path.parent)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}; free some space or check "
-                                "the folder's permissions") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}; free some space or check "
-                                "the folder's permissions") from None
+DAMAGED = "use another checkpoint or train again"
 
 
 def _tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -111,10 +72,9 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], info: dict) -> dict:
 
 # -- saving ------------------------------------------------------------------
 
-def save_checkpoint(run_dir: Path, kind: str, model: CharRNN, meta: dict,
+def save_checkpoint(run_dir: Path, kind: str, weights: dict[str, torch.Tensor], meta: dict,
                     resume_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write weights (and, for 'last', the resume state), then commit with <kind>.json."""
-    weights = model.state_dict()
+    """Write weights (a state dict) and, for 'last', the resume state, then commit with <kind>.json."""
     if not all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point()):
         raise CharlmError("refusing to save a checkpoint with NaN or infinite weights; lower the learning rate (--lr)")
     step = meta["step"]
@@ -144,21 +104,6 @@ def _remove_unreferenced(run_dir: Path) -> None:
 
 
 # -- loading -----------------------------------------------------------------
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: the model on the CPU, its vocabulary and its record."""
-
-    model: CharRNN
-    vocab: Vocab
-    config: TrainConfig
-    record: dict
-    path: Path
-
-    @property
-    def run_dir(self) -> Path:
-        return self.path.parent
-
 
 def _not_a_checkpoint(path: Path) -> CheckpointError:
     return CheckpointError(f"{path} is not a charlm checkpoint; pass a run directory made by charlm train, "
@@ -197,7 +142,7 @@ def read_record(json_path: Path) -> dict:
         # name (README.md, a weights file) was never one, so "damaged" would mislead.
         if json_path.suffix != ".json":
             raise _not_a_checkpoint(json_path) from None
-        raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON; {_DAMAGED}") from None
+        raise CheckpointError(f"checkpoint {json_path} is damaged: not valid JSON; {DAMAGED}") from None
     if not _is_charlm_record(record):
         raise _not_a_checkpoint(json_path)
     if record.get("format_version") != FORMAT_VERSION:
@@ -208,7 +153,7 @@ def read_record(json_path: Path) -> dict:
     missing = [key for key in _REQUIRED if key not in record]
     if missing:  # named here: a KeyError later read "damaged: 'model'"
         raise CheckpointError(f"checkpoint {json_path} is damaged: it lacks {', '.join(map(repr, missing))}; "
-                              f"{_DAMAGED}")
+                              f"{DAMAGED}")
     return record
 
 
@@ -221,7 +166,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_safetensors_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc}); {_DAMAGED}") from None
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc}); {DAMAGED}") from None
 
 
 def resolve_checkpoint(path: Path | None, root: Path = DEFAULT_ROOT, kind: str = "best") -> Path:
@@ -247,39 +192,17 @@ def find_latest_run(root: Path = DEFAULT_ROOT) -> Path:
     return max(runs, key=lambda run: (run / "last.json").stat().st_mtime)
 
 
-def load_checkpoint(path: Path | None = None, root: Path = DEFAULT_ROOT, kind: str = "best") -> Checkpoint:
-    """Rebuild the model from a checkpoint, checking every tensor against the architecture."""
-    json_path = resolve_checkpoint(path, root, kind)
-    record = read_record(json_path)
-    try:
-        spec = ModelSpec(**record["model"])
-        vocab = Vocab.from_json(record["vocab"])
-        config = build_config(record["config"])
-        weights_path = json_path.parent / record["weights"]
-    except (KeyError, TypeError, ValueError, CharlmError) as exc:
-        raise CheckpointError(f"checkpoint {json_path} is damaged: {exc}; {_DAMAGED}") from None
-    if spec.vocab_size != vocab.size:
-        raise CheckpointError(f"checkpoint {json_path} is damaged: vocabulary size does not match the model; "
-                              f"{_DAMAGED}")
-    if not weights_path.is_file():
-        raise CheckpointError(f"checkpoint {json_path} refers to {weights_path.name}, which is missing; {_DAMAGED}")
-    model = CharRNN(spec)
-    load_weights(model, read_tensors(weights_path), weights_path)
-    model.eval()
-    return Checkpoint(model=model, vocab=vocab, config=config, record=record, path=json_path)
-
-
-def load_weights(model: CharRNN, tensors: dict[str, torch.Tensor], source: Path) -> None:
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}; {_DAMAGED}")
+        raise CheckpointError(f"{source} does not match the model: {'; '.join(parts)}; {DAMAGED}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
             raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, "
-                                  f"the model needs {tuple(expected[name].shape)}; {_DAMAGED}")
+                                  f"the model needs {tuple(expected[name].shape)}; {DAMAGED}")
     model.load_state_dict(tensors)
 
 

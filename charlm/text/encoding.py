@@ -41,8 +41,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from charlm.engine.checkpoint import write_atomic
-from charlm.tasks.lm.data import split_train_val
+from charlm.files import write_atomic
 from charlm.errors import CorpusError, VocabularyError
 from charlm.text.sources import SourceFile
 from charlm.text.vocab import ByteVocab, Vocab, smallest_dtype_bits
@@ -99,6 +98,13 @@ class EncodedCorpus:
             return {"train": self.ids[:train_end], "val": self.ids[train_end:val_end], "test": self.ids[val_end:]}
         train, val = split_train_val(self.ids, val_frac)
         return {"train": train, "val": val}
+
+
+def split_train_val(ids: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous split: the last val_frac of the text is validation (nanoGPT's 90/10)."""
+    n_val = int(round(len(ids) * val_frac))
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+
 
 
 # -- reading the byte stream ---------------------------------------------------

@@ -32,12 +32,6 @@ import torch
 from charlm.errors import CorpusError
 
 
-def split_train_val(ids: torch.Tensor, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contiguous split: the last val_frac of the text is validation (nanoGPT's 90/10)."""
-    n_val = int(round(len(ids) * val_frac))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
-
-
 def check_trainable(n_train: int, n_val: int, batch_size: int, seq_len: int) -> None:
     """Raise a CorpusError unless the split gives at least one full batch and some validation."""
     needed = batch_size * seq_len + 1

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.engine.checkpoint import Checkpoint
+from charlm.runs import Checkpoint
 from charlm.tasks.lm.data import iter_windows, lay_out_eval_streams
 from charlm.text.encoding import encode_files, reopen_recorded
 from charlm.errors import CorpusError

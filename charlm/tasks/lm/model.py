@@ -159,3 +159,14 @@ def hidden_from_tensors(tensors: dict[str, torch.Tensor]) -> Hidden | None:
     if "c" in tensors:
         return (tensors["h"], tensors["c"])
     return tensors["h"]
+
+
+def model_from_record(record: dict) -> tuple[CharRNN, "Vocab | ByteVocab"]:
+    """An untrained CharRNN of a checkpoint's shape and its vocabulary (ValueError if they disagree)."""
+    from charlm.text.vocab import Vocab
+
+    spec = ModelSpec(**record["model"])
+    vocab = Vocab.from_json(record["vocab"])
+    if spec.vocab_size != vocab.size:
+        raise ValueError("vocabulary size does not match the model")
+    return CharRNN(spec), vocab
