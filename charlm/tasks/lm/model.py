@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from charlm.text.vocab import ByteVocab, Vocab
+
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _RNN_CLASSES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -161,10 +163,8 @@ def hidden_from_tensors(tensors: dict[str, torch.Tensor]) -> Hidden | None:
     return tensors["h"]
 
 
-def model_from_record(record: dict) -> tuple[CharRNN, "Vocab | ByteVocab"]:
+def model_from_record(record: dict) -> tuple[CharRNN, Vocab | ByteVocab]:
     """An untrained CharRNN of a checkpoint's shape and its vocabulary (ValueError if they disagree)."""
-    from charlm.text.vocab import Vocab
-
     spec = ModelSpec(**record["model"])
     vocab = Vocab.from_json(record["vocab"])
     if spec.vocab_size != vocab.size:

@@ -1,0 +1,53 @@
+"""`charlm eval`: a model's figures on its validation split or on a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from charlm.cli.common import user_errors
+from charlm.engine.runtime import resolve_device
+from charlm.errors import CharlmError
+from charlm.runs import load_checkpoint
+from charlm.tasks.lm.evaluate import evaluate_checkpoint
+from charlm.text.encoding import default_cache_dir
+
+
+def evaluate(
+    text: Optional[Path] = typer.Argument(None, help="text file to score; default: the run's validation split"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; default: the newest run under checkpoints/"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="score around characters the model does not know, and count them"),
+    exact: bool = typer.Option(False, "--exact", help="one sequential pass over the whole text (slower; the default batched pass agrees to about 1e-3)"),
+    split: str = typer.Option("val", "--split", help="without FILE: the run's val split, or test (corpora with standard splits: enwik8, text8)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where training would use it; "
+                                  "agrees with fp32 to ~1e-4 nats), fp32, bf16 or fp16 (GPU)"),
+) -> None:
+    """Cross-entropy, bits per character and perplexity of a model on a text."""
+    with user_errors():
+        loaded = load_checkpoint(checkpoint)
+        if split not in ("val", "test"):
+            raise CharlmError(f"--split must be val or test, got {split!r}")
+        stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),
+                                    exact=exact, split=split, cache_dir=default_cache_dir(), precision=precision)
+        split_name = {"val": "validation", "test": "test"}[split]
+        if as_json:
+            extra = {"bits_per_byte": stats.bits_per_char} if stats.unit == "byte" else {}
+            typer.echo(json.dumps(dict(stats.to_dict(), **extra, checkpoint=str(loaded.path),
+                                       text=str(text) if text else f"{split_name} split")))
+            return
+        source = text or f"{split_name} split of {loaded.record['corpus'].get('name', 'its corpus')}"
+        unit = stats.unit
+        typer.echo(f"{loaded.path}: {source}")
+        typer.echo(f"  {unit}s scored".ljust(21) + f"{stats.characters:,}" +
+                   (f" ({stats.skipped:,} unknown skipped)" if stats.skipped else ""))
+        typer.echo(f"  cross-entropy      {stats.nats_per_char:.4f} nats/{unit}")
+        typer.echo(f"  bits per {'byte     ' if unit == 'byte' else 'character'} {stats.bits_per_char:.4f}")
+        typer.echo(f"  perplexity         {stats.perplexity:.3f}")
+        typer.echo("  pass               " + ("exact, one stream" if stats.streams == 1 else
+                                             f"batched, {stats.streams} streams with 1,024 characters of burn-in")
+                   + f", {stats.precision}")
