@@ -70,10 +70,13 @@ def state_parts(state) -> list:
 
 # -- the hand-written backward against central differences ----------------------------------
 
-# Float64 central differences at h = 1e-5 resolve a derivative to about 1e-12 (rounding in the
-# logits, ~1e-16, over 2h), so 1e-7 relative is a meaningful bar only for |gradient| >= 1e-5:
-# that is where most entries are sampled; the few smaller ones are held to an absolute bound.
-RESOLVED = 1e-5
+# Float64 central differences at h = 1e-5 resolve a derivative to about 1e-12 absolute (rounding
+# in the logits, ~1e-16, over 2h; over every entry of these three cases: median 8e-13, max 5e-12).
+# So 1e-7 relative is a bar the method itself can clear only for |gradient| >= 1e-4 (worst seen
+# there 1.2e-8; between 1e-5 and 1e-4 it reaches 1.0e-7). The relative check samples those
+# entries; smaller ones, a minority, are sampled too and held to an absolute bound instead.
+RESOLVED = 1e-4
+NOISE = 5e-11
 
 
 def per_position_losses(params, x, y, state, cell, dropout=0.0, seed=None):
@@ -111,7 +114,7 @@ def check_sampled_entries(analytic, array, losses, rng, resolved_samples, small_
         assert error <= 1e-7, (index, flat[index], error)
         worst = max(worst, error)
     for index in rng.choice(small, min(small_samples, len(small)), replace=False):
-        assert abs(flat[index] - numerical_derivative(array, index, losses)) <= 1e-10
+        assert abs(flat[index] - numerical_derivative(array, index, losses)) <= NOISE
     return worst
 
 
@@ -138,6 +141,19 @@ def test_gradients_match_central_differences(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradients_with_dropout_match_central_differences(cell):
     gradient_check(cell, dropout=0.3, samples=2)
+
+
+def test_dropout_keeps_the_expected_logits():
+    """Inverted dropout, as nn.Dropout: with one layer the head is linear in the dropped-out
+    output, so train-mode logits average out to the evaluation logits."""
+    spec, params, x, _, state = make_case("gru", dropout=0.5)
+    params = {name: value for name, value in params.items() if "_l1" not in name}  # one layer
+    state = state[:1]
+    evaluation = forward(params, x, state, "gru")[0]  # (T, B, V)
+    rng = np.random.default_rng(0)
+    draws = np.array([forward(params, x, state, "gru", 0.5, rng)[0] for _ in range(500)])
+    assert np.abs(draws[0] - evaluation).max() > 0.3  # a single draw is far off: dropout is on
+    assert np.abs(draws.mean(axis=0) - evaluation).max() < 0.1  # without the 1/(1-p) it is ~0.3
 
 
 # -- against torch.autograd ------------------------------------------------------------------
@@ -284,6 +300,16 @@ def test_optimizer_state_resumes_in_numpy_and_in_torch(tmp_path):
         assert relative_error(loss.item(), expected) <= 1e-12
     for name, parameter in model.named_parameters():
         assert relative_error(ours.params[name], parameter.detach().numpy()).max() <= 1e-10
+
+
+def test_float32_stays_float32():
+    spec = ModelSpec(vocab_size=V, cell="lstm", hidden_size=H, num_layers=L, embedding_size=D, dropout=0.2)
+    ours = NumpyCharRNN(spec, weight_decay=0.1, clip=1.0)
+    x, y = stream_windows(seq_len=10, batch=4, count=1)[0]
+    result = ours.train_step(x, y, None, 0.01)
+    logits, _ = ours.forward(x, result.state)
+    arrays = [*ours.params.values(), *ours.optimizer.state_tensors().values(), *result.state, logits]
+    assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
 
 
 # -- the package stays torch-free ----------------------------------------------------------------------

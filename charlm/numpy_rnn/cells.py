@@ -9,11 +9,20 @@ Notation, in PyTorch's layout (each row of a matrix is one stream of the batch):
     G = 1, 4, 3 gates for rnn, lstm, gru, stacked in PyTorch's order: lstm i, f, g, o; gru r, z, n
     σ the logistic sigmoid, ⊙ the elementwise product, d· the gradient dL/d· of the loss
 
-Each `*_forward(xs, state, w)` takes xs (T, B, I) and the state carried in from the window
-before, and returns the outputs (T, B, H), the state after the last step and a cache. Each
-`*_backward(d_out, cache, w)` takes d_out (T, B, H), the gradient arriving at every h_t from
-above (the next layer or the head), runs backpropagation through time from t = T-1 down to 0,
-and returns (d_xs, weight gradients, d_state0).
+Textbooks (min-char-rnn, d2l) write one column vector: h_t = tanh(W_hh h_{t-1} + W_xh x_t + b_h).
+With the batch as rows that reads h_t = tanh(x_t W_ih^T + h_{t-1} W_hh^T + b_ih + b_hh): W_xh is
+W_ih, and PyTorch keeps two biases where the textbook has one (only their sum matters, except in
+the GRU's n gate).
+
+Steps are numbered t = 1..T, and h_0 (with c_0) is the state carried in from the window
+before. Arrays are 0-based: hs (T+1, B, H) holds h_0..h_T, so a loop's hs[t] is the previous
+state and hs[t + 1] the new one, while xs[t], gates[t], ... belong to step t + 1.
+
+Each `*_forward(xs, state, w)` takes xs (T, B, I) and the carried state, and returns the outputs
+h_1..h_T (T, B, H), the state after the last step and a cache. Each `*_backward(d_out, cache, w)`
+takes d_out (T, B, H), the gradient arriving at every h_t from above (the next layer or the
+head), runs backpropagation through time from t = T down to 1, and returns
+(d_xs, weight gradients, d_state0).
 
 d_state0 is the gradient into the carried state, dL/dh_0 (and dL/dc_0). It falls out of the
 recursion for free and tests compare it with autograd's, but training drops it: the torch loop
@@ -48,6 +57,12 @@ def sigmoid(a: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * a))
 
 
+def split_gates(a: np.ndarray, count: int) -> list[np.ndarray]:
+    """(B, count·H) -> count views (B, H), one per gate (np.split does the same with more overhead)."""
+    size = a.shape[1] // count
+    return [a[:, k * size:(k + 1) * size] for k in range(count)]
+
+
 def input_products(xs: np.ndarray, w: LayerWeights) -> np.ndarray:
     """x_t W_ih^T + b_ih for every t in one matmul: (T, B, I) -> (T, B, G·H)."""
     steps, batch, inputs = xs.shape
@@ -70,7 +85,8 @@ def window_gradients(xs: np.ndarray, h_prev: np.ndarray, d_gx: np.ndarray, d_gh:
     grads = LayerWeights(weight_ih=d_gx_rows.T @ xs.reshape(steps * batch, -1),
                          weight_hh=d_gh_rows.T @ h_prev.reshape(steps * batch, -1),
                          bias_ih=d_gx_rows.sum(axis=0), bias_hh=d_gh_rows.sum(axis=0))
-    return d_gx @ w.weight_ih, grads  # (T, B, I)
+    # Flattened to 2-D: numpy runs a 3-D @ 2-D product as T separate matmuls (1.4x slower at B=32, H=256).
+    return (d_gx_rows @ w.weight_ih).reshape(steps, batch, -1), grads  # (T, B, I)
 
 
 # -- rnn -----------------------------------------------------------------------
@@ -78,7 +94,7 @@ def window_gradients(xs: np.ndarray, h_prev: np.ndarray, d_gx: np.ndarray, d_gh:
 def rnn_forward(xs: np.ndarray, h0: np.ndarray, w: LayerWeights):
     """Elman RNN:  h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
-    Cache: xs, and hs (T+1, B, H) with hs[0] = h_0 and hs[t+1] = h_t (t counted from 0).
+    Cache: xs, and hs (T+1, B, H) = h_0..h_T.
     """
     steps, batch, _ = xs.shape
     gx = input_products(xs, w)  # (T, B, H)
@@ -90,11 +106,11 @@ def rnn_forward(xs: np.ndarray, h0: np.ndarray, w: LayerWeights):
 
 
 def rnn_backward(d_out: np.ndarray, cache, w: LayerWeights):
-    """With a_t the argument of tanh, going back from t = T-1:
+    """With a_t the argument of tanh, going back from t = T:
 
-        dh_t = d_out_t + da_{t+1} W_hh       (the second term is 0 at t = T-1)
+        dh_t = d_out_t + da_{t+1} W_hh       (the second term is 0 at t = T)
         da_t = dh_t ⊙ (1 - h_t²)            tanh' = 1 - tanh²
-    and finally dh_0 = da_0 W_hh, the gradient into the carried state.
+    and finally dh_0 = da_1 W_hh, the gradient into the carried state.
     """
     xs, hs = cache
     da = np.empty_like(d_out)  # (T, B, H)
@@ -117,7 +133,7 @@ def lstm_forward(xs: np.ndarray, state: tuple[np.ndarray, np.ndarray], w: LayerW
         c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
         h_t = o_t ⊙ tanh(c_t)
 
-    Cache: xs, hs and cs (T+1, B, H) with index 0 the carried state, the activated gates
+    Cache: xs, hs and cs (T+1, B, H) = h_0..h_T and c_0..c_T, the activated gates
     (T, B, 4H) and tanh(c_t) (T, B, H).
     """
     h0, c0 = state
@@ -134,7 +150,7 @@ def lstm_forward(xs: np.ndarray, state: tuple[np.ndarray, np.ndarray], w: LayerW
         gates[t, :, :2 * size] = sigmoid(a[:, :2 * size])  # i and f, side by side
         gates[t, :, 2 * size:3 * size] = np.tanh(a[:, 2 * size:3 * size])  # g
         gates[t, :, 3 * size:] = sigmoid(a[:, 3 * size:])  # o
-        i, f, g, o = np.split(gates[t], 4, axis=1)  # views, (B, H) each
+        i, f, g, o = split_gates(gates[t], 4)  # views, (B, H) each
         cs[t + 1] = f * cs[t] + i * g
         tanh_c[t] = np.tanh(cs[t + 1])
         hs[t + 1] = o * tanh_c[t]
@@ -142,15 +158,15 @@ def lstm_forward(xs: np.ndarray, state: tuple[np.ndarray, np.ndarray], w: LayerW
 
 
 def lstm_backward(d_out: np.ndarray, cache, w: LayerWeights):
-    """Going back from t = T-1 (the terms from step t+1 are 0 at the last step):
+    """Going back from t = T (the terms from step t+1 are 0 at t = T):
 
         dh_t = d_out_t + da_{t+1} W_hh
         dc_t = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
         da_i = dc_t ⊙ g_t ⊙ i_t(1 - i_t)        da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 - f_t)
         da_g = dc_t ⊙ i_t ⊙ (1 - g_t²)         da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 - o_t)
 
-    using σ' = σ(1 - σ) and tanh' = 1 - tanh². After step 0 the same two recurrences give
-    the carried state's gradients: dh_0 = da_0 W_hh and dc_0 = dc_0 ⊙ f_0 (first step's f).
+    using σ' = σ(1 - σ) and tanh' = 1 - tanh². Past step 1 the same recurrences give the
+    carried state's gradients: dh_0 = da_1 W_hh and dc_0 = dc_1 ⊙ f_1.
     """
     xs, hs, cs, gates, tanh_c = cache
     size = hs.shape[2]
@@ -158,7 +174,7 @@ def lstm_backward(d_out: np.ndarray, cache, w: LayerWeights):
     dh_next = np.zeros_like(hs[0])  # (B, H): da_{t+1} W_hh
     dc_next = np.zeros_like(cs[0])  # (B, H): dc_{t+1} ⊙ f_{t+1}
     for t in reversed(range(len(d_out))):
-        i, f, g, o = np.split(gates[t], 4, axis=1)  # (B, H) each
+        i, f, g, o = split_gates(gates[t], 4)  # (B, H) each
         dh = d_out[t] + dh_next
         dc = dc_next + dh * o * (1.0 - tanh_c[t] * tanh_c[t])
         da[t, :, :size] = dc * g * i * (1.0 - i)
@@ -181,9 +197,9 @@ def gru_forward(xs: np.ndarray, h0: np.ndarray, w: LayerWeights):
         n_t = tanh(gx_n + r_t ⊙ gh_n)  (PyTorch's variant: the reset gate multiplies W_hn h + b_hn)
         h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
 
-    The reset gate sits inside the recurrent product's n part, so b_hh cannot be folded
-    into gx as it could for rnn and lstm. Cache: xs, hs (T+1, B, H), the gates r, z, n
-    (T, B, 3H) and gh_n (T, B, H).
+    The reset gate multiplies the recurrent product's n part, bias included, so GRU is the
+    one cell where b_ih and b_hh are not interchangeable. Cache: xs, hs (T+1, B, H) = h_0..h_T,
+    the gates r, z, n (T, B, 3H) and gh_n (T, B, H).
     """
     steps, batch, _ = xs.shape
     size = h0.shape[1]
@@ -203,15 +219,15 @@ def gru_forward(xs: np.ndarray, h0: np.ndarray, w: LayerWeights):
 
 
 def gru_backward(d_out: np.ndarray, cache, w: LayerWeights):
-    """Going back from t = T-1, with a_· the arguments of σ and tanh:
+    """Going back from t = T, with a_· the arguments of σ and tanh:
 
-        dh_t = d_out_t + dh_{t+1} ⊙ z_{t+1} + d_gh_{t+1} W_hh     (the direct path and the gates'; 0 at T-1)
+        dh_t = d_out_t + dh_{t+1} ⊙ z_{t+1} + d_gh_{t+1} W_hh     (the direct path and the gates'; 0 at t = T)
         da_n = dh_t ⊙ (1 - z_t) ⊙ (1 - n_t²)
         da_z = dh_t ⊙ (h_{t-1} - n_t) ⊙ z_t(1 - z_t)
         da_r = da_n ⊙ gh_n ⊙ r_t(1 - r_t)
         d_gx_t = [da_r, da_z, da_n]      d_gh_t = [da_r, da_z, da_n ⊙ r_t]
 
-    After step 0 the first line's last two terms are dh_0, the carried state's gradient.
+    Past step 1 the first line's last two terms, dh_1 ⊙ z_1 + d_gh_1 W_hh, are dh_0.
     """
     xs, hs, gates, gh_n = cache
     size = hs.shape[2]
@@ -219,7 +235,7 @@ def gru_backward(d_out: np.ndarray, cache, w: LayerWeights):
     d_gh = np.empty_like(gates)  # (T, B, 3H)
     dh_next = np.zeros_like(hs[0])  # (B, H)
     for t in reversed(range(len(d_out))):
-        r, z, n = np.split(gates[t], 3, axis=1)  # (B, H) each
+        r, z, n = split_gates(gates[t], 3)  # (B, H) each
         dh = d_out[t] + dh_next
         da_n = dh * (1.0 - z) * (1.0 - n * n)
         d_gx[t, :, size:2 * size] = dh * (hs[t] - n) * z * (1.0 - z)  # da_z

@@ -52,7 +52,7 @@ class NumpyCharRNN:
         A step whose loss or gradient norm is not finite is not applied (charlm skips it).
         """
         loss, grads, new_state, _ = loss_and_gradients(self.params, x, y, state, self.spec.cell,
-                                                       getattr(self.spec, "dropout", 0.0), self.rng)
+                                                       self.spec.dropout, self.rng)
         grad_norm = clip_grad_norm(grads, self.clip)
         applied = math.isfinite(loss) and math.isfinite(grad_norm)
         if applied:

@@ -30,13 +30,14 @@ State = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
 class SpecLike(Protocol):
-    """What the network needs to know; charlm's ModelSpec has these fields (a dataclass without torch would too)."""
+    """The model's sizes: charlm's ModelSpec has these fields (so would a dataclass without torch)."""
 
     vocab_size: int
     cell: str
     hidden_size: int
     num_layers: int
     embedding_size: int
+    dropout: float
 
 
 def layer_names(k: int) -> LayerWeights:
