@@ -2,7 +2,6 @@
 torch.autograd through charlm's CharRNN, torch.optim.AdamW + clip_grad_norm_, a torch training
 loop, and charlm's own checkpoint readers."""
 
-import math
 import os
 import subprocess
 import sys

@@ -4,7 +4,7 @@ The same model as charlm's `CharRNN`, with its state_dict's names and shapes:
 
     embedding.weight  E (V, D)         e_t = E[x_t]                                  (T, B, D)
     rnn.*_l{k}        layer k          h^k_t = cell(h^{k-1}_t, state^k_{t-1}), h^0 = e  (T, B, H)
-    head.weight  W_y (V, H)            y_t = drop(h^L_t) W_y^T + b_y                 (T, B, V)
+    head.weight  W_y (V, H)            z_t = drop(h^L_t) W_y^T + b_y   (logits)      (T, B, V)
     head.bias    b_y (V,)
 
 Dropout (rate p) is applied to every layer's output, the last one included, as CharRNN's
@@ -113,9 +113,10 @@ def forward(params: dict[str, np.ndarray], x: np.ndarray, state: State | None, c
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean cross-entropy over the window and its gradient:
 
-        L = -1/N Σ_n log softmax(y_n)[target_n]      N = T·B
-        dL/dy_n = (softmax(y_n) - onehot(target_n)) / N
-    Subtracting the row maximum first keeps exp() finite; it cancels in the softmax.
+        L = 1/N Σ_n (log Σ_v exp(z_nv) - z_{n,y_n})      z = logits, y = targets, N = T·B positions
+        dL/dz_n = (softmax(z_n) - onehot(y_n)) / N
+
+    Subtracting each row's maximum first keeps exp() finite; it cancels in both lines.
     """
     vocab = logits.shape[-1]
     rows = logits.reshape(-1, vocab)  # (N, V)
@@ -134,8 +135,9 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]
 def backward(params: dict[str, np.ndarray], cache: dict, d_logits: np.ndarray, cell: str):
     """d_logits (T, B, V) -> (a gradient for every parameter, named as `params`; dL/d(carried state)).
 
-        dW_y = Σ_n dy_n^T h^L_n     db_y = Σ_n dy_n     dh^L = dy W_y
-        then each layer from the top: its BPTT (cells.py) gives dh^{k-1}, the layer below's d_out
+        dW_y = Σ_n dz_n^T h^L_n     db_y = Σ_n dz_n     dh^L = dz W_y     (h^L after dropout)
+        then each layer from the top: its dropout mask m gives d_out = dh^k ⊙ m (m already
+        holds the 1/(1-p)), and its BPTT (cells.py) gives dh^{k-1}, the layer below's dh
         dE[v] = Σ_{n: x_n = v} de_n  (rows of the embedding that were looked up)
 
     The state gradient is returned for tests and teaching; training drops it (see cells.py).
@@ -155,6 +157,7 @@ def backward(params: dict[str, np.ndarray], cache: dict, d_logits: np.ndarray, c
         grads.update(zip(layer_names(k), layer_grads))
         d_states.insert(0, d_state)
     d_embedding = np.zeros_like(params["embedding.weight"])  # (V, D)
+    # add.at sums rows of repeated ids; d_embedding[ids] += rows would keep only one of them.
     np.add.at(d_embedding, cache["x"].reshape(-1), d_hs.reshape(steps * batch, -1))
     grads["embedding.weight"] = d_embedding
     return {name: grads[name] for name in params}, _stack_states(d_states, cell)

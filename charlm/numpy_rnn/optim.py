@@ -25,7 +25,7 @@ def is_decayed(value: np.ndarray) -> bool:
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Global-norm clipping, as torch.nn.utils.clip_grad_norm_; returns the norm before clipping.
 
-        total = ‖(‖g_1‖₂, ..., ‖g_n‖₂)‖₂                      (the norm of all gradients as one vector)
+        total = ‖(‖g_1‖₂, ..., ‖g_n‖₂)‖₂               (the norm of all gradients as one vector)
         g_i ← g_i · min(1, max_norm / (total + 1e-6))          in place
 
     max_norm = inf measures without clipping (charlm's clip 0).
