@@ -27,9 +27,15 @@ def evaluate(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where training would use it; "
                                   "agrees with fp32 to ~1e-4 nats), fp32, bf16 or fp16 (GPU)"),
 ) -> None:
-    """Cross-entropy, bits per character and perplexity of a model on a text."""
+    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines)."""
     with user_errors():
-        loaded = load_checkpoint(checkpoint)
+        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines"), command="charlm eval")
+        if loaded.task == "lines":
+            if exact or split != "val":
+                raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; "
+                                  "records are always scored whole, one by one")
+            _evaluate_records(loaded, text, skip_unknown, resolve_device(device), precision, as_json)
+            return
         if split not in ("val", "test"):
             raise CharlmError(f"--split must be val or test, got {split!r}")
         stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),
@@ -51,3 +57,20 @@ def evaluate(
         typer.echo("  pass               " + ("exact, one stream" if stats.streams == 1 else
                                              f"batched, {stats.streams} streams with 1,024 characters of burn-in")
                    + f", {stats.precision}")
+
+
+def _evaluate_records(loaded, path: Path | None, skip_unknown: bool, device, precision: str, as_json: bool) -> None:
+    from charlm.tasks.lines.inference import evaluate_lines
+
+    stats = evaluate_lines(loaded, path, skip_unknown=skip_unknown, device=device, precision=precision)
+    source = str(path) if path else "validation split"
+    if as_json:
+        typer.echo(json.dumps(dict(stats.to_dict(), checkpoint=str(loaded.path), text=source)))
+        return
+    typer.echo(f"{loaded.path}: {source if path else 'validation records of ' + loaded.record['data']['source']}")
+    typer.echo(f"  records scored     {stats.records:,}" +
+               (f" ({stats.skipped:,} with unknown characters skipped)" if stats.skipped else ""))
+    typer.echo(f"  characters scored  {stats.characters:,} (each record's end symbol included)")
+    typer.echo(f"  cross-entropy      {stats.nats_per_char:.4f} nats/char")
+    typer.echo(f"  bits per character {stats.bits_per_char:.4f}")
+    typer.echo(f"  perplexity         {stats.perplexity:.3f}")

@@ -1,4 +1,4 @@
-"""The corpus arguments of `charlm train`: which corpus they name, the run's name, the encoded corpus.
+"""The data arguments of `charlm train`: which corpus or records they name, the run's name, the task.
 
 Part of the command line: warnings and download bars go to stderr here.
 """
@@ -11,9 +11,12 @@ from typing import Iterable
 
 import typer
 
-from charlm.text.encoding import EncodedCorpus, default_cache_dir, open_corpus
+from charlm.config import TrainConfig
+from charlm.engine.checkpoint import DEFAULT_ROOT
 from charlm.errors import CorpusError
-from charlm.text.named import REGISTRY, NamedCorpus, fetch, is_named
+from charlm.text.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
+from charlm.text.named import CORPORA_DIR, REGISTRY, NamedCorpus, fetch, is_named
+from charlm.text.records import read_records
 from charlm.text.sources import SourceFile, select_files
 
 
@@ -38,6 +41,30 @@ def run_name(arguments: list[str]) -> str:
     # a folder keeps its whole name, as given (not the target of a link)
     name = first.resolve().name if first.name in ("", ".", "..") else first.name if first.is_dir() else first.stem
     return name or "corpus"
+
+
+def open_task(config: TrainConfig, arguments: list[str], include: list[str] | None, strict: bool, run_dir: Path,
+              recorded: dict | None, quiet: bool = False):
+    """The task the config asks for, over the data the arguments name (or, resuming, the run's own data)."""
+    if config.task == "lines":
+        from charlm.tasks.lines.task import RecordsTask
+
+        if recorded is not None:
+            arguments = [recorded["data"]["source"]]
+        if len(arguments) != 1:
+            raise CorpusError("--task lines reads one path: a file of records (one per line), a folder with one "
+                              "file per class, or a .tsv of text<TAB>label" + (f"; got {len(arguments)}"
+                                                                              if arguments else ""))
+        return RecordsTask(read_records(Path(arguments[0])), config)
+    from charlm.tasks.lm.task import LanguageModelTask
+
+    if recorded is not None:
+        corpus = reopen_recorded(recorded["corpus"], config.tokenizer, config.normalize_newlines,
+                                 default_cache_dir(), for_resume=True)
+    else:
+        corpus = open_inputs(arguments, include, strict, config.tokenizer, config.normalize_newlines, quiet=quiet,
+                             leave_out=[DEFAULT_ROOT, CORPORA_DIR, run_dir, default_cache_dir()])
+    return LanguageModelTask(corpus, config)
 
 
 def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,

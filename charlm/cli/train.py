@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import typer
 
 from charlm.cli.common import EXIT_SIGNALS, StopFlag, report_interrupt, user_errors
-from charlm.cli.inputs import named_corpus_of, open_inputs, run_name
+from charlm.cli.inputs import named_corpus_of, open_task, run_name
 from charlm.cli.render import TrainRenderer
 from charlm.config import (UNSET_WORDS, build_config, check_applicable, config_default_text, config_help,
                            load_config_file, parse_duration)
@@ -18,9 +18,6 @@ from charlm.engine.distributed import World, join, leave, main_first
 from charlm.engine.loop import train as train_run
 from charlm.engine.resume import recorded_run, resumed_config
 from charlm.engine.runtime import resolve_device
-from charlm.tasks.lm.task import LanguageModelTask
-from charlm.text.encoding import EncodedCorpus, default_cache_dir, reopen_recorded
-from charlm.text.named import CORPORA_DIR
 
 
 def _opt(name: str, **kwargs):
@@ -42,7 +39,8 @@ def _count_or_unset(value: str | None) -> int | str | None:
 
 def train(
     corpus: Optional[list[str]] = typer.Argument(
-        None, help="text files, directories, globs, or one named corpus (charlm corpus list); default: python"),
+        None, help="lm: text files, directories, globs, or one named corpus (charlm corpus list; default: python); "
+                   "lines: a file of records, one per line, a folder of class files or a .tsv of text<TAB>label"),
     include: Optional[list[str]] = typer.Option(
         None, "--include", help="in directories, only files whose name or path matches this glob (repeatable)"),
     strict: bool = typer.Option(False, "--strict", help="refuse binary, unreadable or non-UTF-8 files found in "
@@ -50,6 +48,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML preset, e.g. configs/shakespeare.toml"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory; default checkpoints/<corpus name>"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in the run directory from its last checkpoint"),
+    task: Optional[str] = _opt("task"),
     cell: Optional[str] = _opt("cell"),
     hidden_size: Optional[int] = _opt("hidden_size"),
     num_layers: Optional[int] = _opt("num_layers"),
@@ -61,6 +60,10 @@ def train(
     normalize_newlines: Optional[bool] = typer.Option(None, "--normalize-newlines/--keep-newlines",
                                                       help=config_help("normalize_newlines"), show_default=False),
     tokenizer: Optional[str] = _opt("tokenizer"),
+    max_length: Optional[int] = _opt("max_length"),
+    skip_long: Optional[bool] = typer.Option(None, "--skip-long", help=config_help("skip_long"), show_default=False),
+    condition: Optional[bool] = typer.Option(None, "--condition/--no-condition", help=config_help("condition"),
+                                             show_default=False),
     lr: Optional[float] = _opt("lr"),
     weight_decay: Optional[float] = _opt("weight_decay"),
     clip: Optional[float] = _opt("clip"),
@@ -71,6 +74,7 @@ def train(
     max_steps: Optional[str] = _opt("max_steps", metavar="<int|none>", callback=_count_or_unset),
     epochs: Optional[str] = _opt("epochs", metavar="<int|none>", callback=_count_or_unset),
     time_budget: Optional[str] = _opt("time_budget", metavar="<duration|none>"),
+    patience: Optional[str] = _opt("patience", metavar="<int|none>", callback=_count_or_unset),
     eval_every: Optional[int] = _opt("eval_every"),
     log_every: Optional[int] = _opt("log_every"),
     sample_length: Optional[int] = _opt("sample_length"),
@@ -79,38 +83,31 @@ def train(
     dist_timeout: Optional[str] = _opt("dist_timeout"),
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
-    """Train a model on text files, directories or a named corpus (default: the Python standard library)."""
+    """Train a model: the next character of running text (lm, the default), or whole records (--task lines)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
     arguments = list(corpus or [])
     with user_errors(), _process_group() as world:
         preset = load_config_file(config) if config else {}
+        run_dir = out or DEFAULT_ROOT / run_name(arguments)
         if resume:
-            run_dir = out or DEFAULT_ROOT / run_name(arguments)
             resolved = resumed_config(run_dir, {**preset, **flags})
         else:
             named = named_corpus_of(arguments)
-            if named and "tokenizer" not in {**preset, **flags}:
+            if named and "tokenizer" not in {**preset, **flags} and {**preset, **flags}.get("task", "lm") == "lm":
                 flags["tokenizer"] = named.tokenizer  # enwik8 is read as bytes, as published figures are
             resolved = build_config(preset, flags)
-            run_dir = out or DEFAULT_ROOT / run_name(arguments)
+        check_applicable(resolved, {**preset, **flags})
         join(world, resolve_device(resolved.device), parse_duration(resolved.dist_timeout))
-
-        def open_corpus_once() -> EncodedCorpus:
-            if resume and not arguments:
-                return reopen_recorded(recorded_run(run_dir)["corpus"], resolved.tokenizer, resolved.normalize_newlines,
-                                       default_cache_dir(), for_resume=True)
-            return open_inputs(arguments, include, strict, resolved.tokenizer, resolved.normalize_newlines,
-                               quiet=not world.is_main,
-                               leave_out=[DEFAULT_ROOT, CORPORA_DIR, run_dir, default_cache_dir()])
-
-        encoded = main_first(world, open_corpus_once)  # rank 0 fetches and caches; the others reuse it
+        recorded = recorded_run(run_dir) if resume and not arguments else None
+        # rank 0 fetches and caches; the others reuse it
+        task_data = main_first(world, lambda: open_task(resolved, arguments, include, strict, run_dir, recorded,
+                                                        quiet=not world.is_main))
         render = TrainRenderer() if world.is_main else (lambda event: None)
         stop = StopFlag()
         finished = None
         with stop.installed():
-            for event in train_run(LanguageModelTask(encoded, resolved), run_dir, resume=resume,
-                                  stop_requested=stop, world=world):
+            for event in train_run(task_data, run_dir, resume=resume, stop_requested=stop, world=world):
                 render(event)
                 finished = event
         if stop.signal is not None:

@@ -13,8 +13,10 @@ from torch import nn
 
 def model_from_record(task: str, record: dict) -> tuple[nn.Module, Any]:
     """(untrained model of the record's shape, its vocabulary) for a checkpoint of `task`."""
-    if task in ("lm", "lines"):
+    if task == "lm":
         from charlm.tasks.lm.model import model_from_record as build
+    elif task == "lines":
+        from charlm.tasks.lines.model import model_from_record as build
     else:
         raise ValueError(f"unknown task {task!r}")
     return build(record)

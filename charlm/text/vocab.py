@@ -112,10 +112,12 @@ class Vocab:
         return list(self.chars)
 
     @classmethod
-    def from_json(cls, chars) -> "Vocab | ByteVocab":
-        """A checkpoint's vocabulary: a list of characters, or {"tokenizer": "bytes"}."""
+    def from_json(cls, chars) -> "Vocab | ByteVocab | RecordVocab":
+        """A checkpoint's vocabulary: a list of characters, {"tokenizer": "bytes"}, or records' {"chars", "end"}."""
         if chars == ByteVocab().to_json():
             return ByteVocab()
+        if isinstance(chars, dict) and "end" in chars:
+            return RecordVocab(Vocab.from_json(chars.get("chars")).chars)
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise ValueError("vocabulary must be a list of single characters or {\"tokenizer\": \"bytes\"}")
         if list(chars) != sorted(set(chars)):
@@ -161,6 +163,55 @@ class ByteVocab:
 
     def to_json(self) -> dict:
         return {"tokenizer": "bytes"}
+
+
+@dataclass(frozen=True)
+class RecordVocab:
+    """Characters of records plus one reserved symbol that ends a record (and, as in makemore, starts one).
+
+    Id 0 is the end symbol, never a character of the text, so every character
+    a record can hold (a '.' included) keeps its meaning; character i of
+    `chars` is id i + 1.
+    """
+
+    chars: tuple[str, ...]
+    END = 0
+    END_NAME = "<end>"
+    tokenizer = "chars"
+    unit = "char"
+
+    @classmethod
+    def from_texts(cls, texts) -> "RecordVocab":
+        return cls(tuple(sorted(set().union(*map(set, texts)))))
+
+    @property
+    def size(self) -> int:
+        return len(self.chars) + 1
+
+    def __len__(self) -> int:
+        return self.size
+
+    def encode(self, text: str, skip_unknown: bool = False) -> tuple[torch.Tensor, int]:
+        """A record's characters -> ids (no end symbol), as Vocab.encode does."""
+        ids, skipped = Vocab(self.chars).encode(text, skip_unknown)
+        return ids + 1, skipped
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return Vocab(self.chars).unknown_chars(text)
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """Ids -> text, up to the first end symbol."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if i == self.END:
+                break
+            out.append(self.chars[i - 1])
+        return "".join(out)
+
+    def to_json(self) -> dict:
+        return {"chars": list(self.chars), "end": self.END_NAME}
 
 
 def smallest_dtype_bits(vocab_size: int) -> int:

@@ -45,6 +45,12 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sam
     zero state. The prime text is checked here, before anything is generated,
     so a bad one fails before any output.
     """
+    _check_prime(vocab, prime)
+    context = line_start_context(vocab, prime) if line_start else ""
+    return _generate(model, vocab, context + prime, length, options, generator, stop)
+
+
+def _check_prime(vocab: Vocab, prime: str) -> None:
     if not prime:
         raise CharlmError("the prime text (--seed) must not be empty")
     unknown = vocab.unknown_chars(prime)
@@ -52,8 +58,41 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sam
         shown = ", ".join(repr(c) for c in unknown)
         raise VocabularyError(f"--seed has characters the model never saw: {shown}; "
                               "use only characters of its training text")
+
+
+@torch.inference_mode()
+def generate_many(model: CharRNN, vocab: Vocab, prime: str, length: int, count: int, options: SamplingOptions,
+                  generator: torch.Generator, stop: str | None = None, line_start: bool = True) -> list[str]:
+    """`count` independent continuations of `prime`, generated side by side (one batched step per character).
+
+    Each is cut after its first `stop`, if any. Not streamed: the samples
+    finish together.
+    """
+    if count < 1:
+        raise CharlmError(f"--num-samples must be at least 1, got {count}")
+    _check_prime(vocab, prime)
     context = line_start_context(vocab, prime) if line_start else ""
-    return _generate(model, vocab, context + prime, length, options, generator, stop)
+    device = next(model.parameters()).device
+    model.eval()
+    ids, _ = vocab.encode(context + prime)
+    logits, hidden = model(ids.to(device).unsqueeze(1).expand(-1, count))  # (P, N, V)
+    last = logits[-1]  # (N, V)
+    layers = model.split_hidden(hidden, count)
+    step = model.stepper()
+    produced = []
+    for _ in range(length):
+        next_id = pick_next(last, options, generator)  # (N,)
+        produced.append(next_id)
+        last, layers = step(next_id, layers)  # (N, V)
+    rows = torch.stack(produced, dim=1).tolist() if produced else [[] for _ in range(count)]  # (N, length)
+    samples = []
+    for row in rows:
+        decoder = vocab.stream_decoder()
+        text = "".join(decoder.feed(token) for token in row) + decoder.flush()
+        if stop and stop in text:
+            text = text[:text.index(stop) + len(stop)]
+        samples.append(text)
+    return samples
 
 
 @torch.inference_mode()

@@ -1,0 +1,53 @@
+"""Generating records side by side: one batched step per character for all of them.
+
+N records start together from their start states (their classes', for a
+conditional model), read the end symbol and the shared prefix in one call,
+then advance one character per step, every record in the same step; a
+record that has produced the end symbol (or reached max_length) is done,
+and the loop stops once every record is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from charlm.decode.sampling import SamplingOptions, pick_next
+from charlm.errors import CharlmError, VocabularyError
+from charlm.tasks.lines.model import RecordRNN
+from charlm.text.vocab import RecordVocab
+
+
+@torch.inference_mode()
+def generate_records(model: RecordRNN, vocab: RecordVocab, count: int, options: SamplingOptions,
+                     generator: torch.Generator, max_length: int, prefix: str = "",
+                     classes: torch.Tensor | None = None) -> list[str]:
+    """`count` records, each beginning with `prefix`; classes (count,) ids for a conditional model."""
+    if count < 1:
+        raise CharlmError(f"--num-samples must be at least 1, got {count}")
+    unknown = vocab.unknown_chars(prefix)
+    if unknown:
+        raise VocabularyError(f"--seed has characters the model never saw: {', '.join(map(repr, unknown))}; "
+                              "use only characters of its training records")
+    if len(prefix) >= max_length:
+        raise CharlmError(f"--seed is {len(prefix)} characters, not shorter than --max-length {max_length}")
+    device = next(model.parameters()).device
+    model.eval()
+    prime, _ = vocab.encode(prefix)
+    prime = torch.cat([torch.tensor([vocab.END]), prime]).to(device)  # (P+1,)
+    logits, hidden = model(prime.unsqueeze(1).expand(-1, count), model.start_state(
+        None if classes is None else classes.to(device), count))  # (P+1, N, V)
+    last = logits[-1]  # (N, V)
+    layers = model.split_hidden(hidden, count)
+    step = model.stepper()
+    produced = []
+    done = torch.zeros(count, dtype=torch.bool, device=device)
+    for _ in range(max_length - len(prefix)):
+        next_id = pick_next(last, options, generator)  # (N,)
+        next_id = next_id.masked_fill(done, vocab.END)  # a finished record stays finished
+        produced.append(next_id)
+        done |= next_id == vocab.END
+        if bool(done.all()):
+            break
+        last, layers = step(next_id, layers)  # (N, V)
+    ids = torch.stack(produced, dim=1).tolist() if produced else [[] for _ in range(count)]  # (N, steps)
+    return [prefix + vocab.decode(row) for row in ids]
