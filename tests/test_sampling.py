@@ -172,3 +172,19 @@ def test_no_extra_newline_when_the_seed_has_one_or_the_model_knows_none():
     assert line_start_context(Vocab.from_text("ab\n"), "\nab") == ""
     assert line_start_context(Vocab.from_text("ab"), "ab") == ""
     assert line_start_context(Vocab.from_text("ab\n"), "ab") == "\n"
+
+
+def test_samples_side_by_side_match_one_stream_when_greedy_and_differ_when_sampled():
+    from charlm.tasks.lm.generate import generate_many
+
+    vocab = Vocab(tuple("\nabcde"))
+    model = _model(vocab_size=vocab.size, seed=3)
+    one = "".join(generate(model, vocab, "ab", 40, SamplingOptions(temperature=0), torch.Generator()))
+    many = generate_many(model, vocab, "ab", 40, 5, SamplingOptions(temperature=0), torch.Generator())
+    assert many == [one] * 5  # the batched step is the single stream's, column by column
+    drawn = generate_many(model, vocab, "ab", 40, 5, SamplingOptions(), torch.Generator().manual_seed(0))
+    assert len(set(drawn)) == 5 and all(len(s) == 40 for s in drawn)
+    stopped = generate_many(model, vocab, "ab", 40, 5, SamplingOptions(), torch.Generator().manual_seed(0), stop="e")
+    assert [s if "e" not in s else s[:s.index("e") + 1] for s in drawn] == stopped
+    with pytest.raises(CharlmError, match="--num-samples must be at least 1"):
+        generate_many(model, vocab, "ab", 10, 0, SamplingOptions(), torch.Generator())
