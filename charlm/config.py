@@ -49,7 +49,17 @@ class TrainConfig:
     hidden_size: int = _field(256, "units per recurrent layer", min=1)
     num_layers: int = _field(2, "stacked recurrent layers", min=1)
     embedding_size: int = _field(64, "size of each character's learned vector", min=1)
-    dropout: float = _field(0.0, "dropout between layers and before the head", min=0.0, below=1.0)
+    dropout: float = _field(0.0, "dropout between layers and before the head, a new mask every step",
+                            min=0.0, below=1.0)
+    weight_drop: float = _field(0.0, "DropConnect on the hidden-to-hidden matrices, one mask per window",
+                                min=0.0, below=1.0, tasks=LM + LINES)
+    locked_dropout: float = _field(0.0, "variational dropout: one mask per sequence, the same at every step, on "
+                                        "the embeddings, between layers and before the head (instead of dropout)",
+                                   min=0.0, below=1.0, tasks=LM + LINES)
+    embedding_dropout: float = _field(0.0, "drop whole characters' embeddings, one mask per window",
+                                      min=0.0, below=1.0, tasks=LM + LINES)
+    tie_weights: bool = _field(False, "the output layer reuses the embedding matrix (with a projection when the "
+                                      "hidden size differs)", tasks=LM + LINES)
     # data
     seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1, tasks=LM)
     batch_size: int = _field(32, "parallel streams (lm) or records (lines) per step", min=1)
@@ -98,6 +108,9 @@ class TrainConfig:
         if self.time_budget is not None:
             parse_duration(self.time_budget)
         parse_duration(self.dist_timeout, what="dist_timeout")
+        if self.dropout > 0 and self.locked_dropout > 0:
+            raise ConfigError("dropout and locked_dropout both drop the same activations (per step and per "
+                              "sequence); use one of them")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise ConfigError("no stopping bound: set max_steps, epochs or time_budget")
 
@@ -131,6 +144,12 @@ def check_applicable(config: "TrainConfig", given: set[str] | list[str]) -> None
             tasks = TrainConfig.__dataclass_fields__[name].metadata["tasks"]
             raise ConfigError(f"{_label(name)} applies to --task {' or '.join(tasks)}, "
                               f"not {config.task}; leave it out")
+
+
+def differing_from_defaults(values: Mapping[str, Any]) -> set[str]:
+    """The keys of a preset that change something (a preset may spell out every default harmlessly)."""
+    fields = TrainConfig.__dataclass_fields__
+    return {key for key, value in values.items() if key in fields and value != fields[key].default}
 
 
 def stored_value(stored: Mapping[str, Any], name: str) -> Any:

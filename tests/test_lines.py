@@ -22,7 +22,6 @@ from charlm.tasks.lines.model import RecordModelSpec, RecordRNN
 from charlm.tasks.lines.task import RecordsTask
 from charlm.text.records import read_records
 from charlm.text.vocab import RecordVocab
-from conftest import REPO
 
 NAMES = ["anna", "bob", "cyril", "dora", "eve", "fred", "gus", "hal", "ida", "joe", "kim", "lou", "max", "ned",
          "olga", "pia", "quin", "rex", "sam", "tom", "uma", "vic", "walt", "xena", "yuri", "zoe"]

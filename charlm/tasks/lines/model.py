@@ -30,13 +30,18 @@ class RecordModelSpec:
     num_layers: int = 2
     embedding_size: int = 64
     dropout: float = 0.0
+    weight_drop: float = 0.0
+    locked_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    tie_weights: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def language_model(self) -> ModelSpec:
-        return ModelSpec(vocab_size=self.vocab_size, cell=self.cell, hidden_size=self.hidden_size,
-                         num_layers=self.num_layers, embedding_size=self.embedding_size, dropout=self.dropout)
+        values = self.to_dict()
+        del values["num_classes"]
+        return ModelSpec(**values)
 
 
 class RecordRNN(CharRNN):

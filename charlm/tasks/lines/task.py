@@ -127,7 +127,9 @@ class RecordsTask:
         c = self.config
         return RecordModelSpec(vocab_size=self.vocab.size, num_classes=len(self.classes), cell=c.cell,
                                hidden_size=c.hidden_size, num_layers=c.num_layers,
-                               embedding_size=c.embedding_size, dropout=c.dropout)
+                               embedding_size=c.embedding_size, dropout=c.dropout, weight_drop=c.weight_drop,
+                               locked_dropout=c.locked_dropout, embedding_dropout=c.embedding_dropout,
+                               tie_weights=c.tie_weights)
 
     def build_model(self) -> RecordRNN:
         return RecordRNN(self.spec())

@@ -30,9 +30,18 @@ class ModelSpec:
     num_layers: int = 2
     embedding_size: int = 64
     dropout: float = 0.0
+    # Regularisation of the recurrence (regularise.py); checkpoints from before have none.
+    weight_drop: float = 0.0
+    locked_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    tie_weights: bool = False  # the head's matrix is the embedding's (with a projection when H != E)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def regularised(self) -> bool:
+        return self.weight_drop > 0 or self.locked_dropout > 0 or self.embedding_dropout > 0
 
 
 class CharRNN(nn.Module):
@@ -46,14 +55,33 @@ class CharRNN(nn.Module):
         self.rnn = rnn_class(spec.embedding_size, spec.hidden_size, spec.num_layers,
                              dropout=spec.dropout if spec.num_layers > 1 else 0.0, **extra)
         self.dropout = nn.Dropout(spec.dropout)
-        self.head = nn.Linear(spec.hidden_size, spec.vocab_size)
+        if spec.tie_weights:
+            # Logits = E (P h) + b: the embedding matrix E (V, E) reads the output too, which saves
+            # V x H weights (less a projection P of E x H when the sizes differ).
+            self.projection = (nn.Linear(spec.hidden_size, spec.embedding_size, bias=False)
+                               if spec.hidden_size != spec.embedding_size else None)
+            self.head_bias = nn.Parameter(torch.zeros(spec.vocab_size))
+        else:
+            self.head = nn.Linear(spec.hidden_size, spec.vocab_size)
 
     def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """x: (T, B) ids -> logits (T, B, V) and the hidden state after the last step."""
+        if self.training and self.spec.regularised:
+            from charlm.tasks.lm.regularise import regularised_forward
+
+            return regularised_forward(self, x, hidden)
         emb = self.embedding(x)  # (T, B, E)
         out, hidden = self.rnn(emb, hidden)  # (T, B, H)
-        logits = self.head(self.dropout(out))  # (T, B, V)
+        logits = self.logits(self.dropout(out))  # (T, B, V)
         return logits, hidden
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Top-layer outputs (..., H) -> logits (..., V)."""
+        if not self.spec.tie_weights:
+            return self.head(h)
+        if self.projection is not None:
+            h = self.projection(h)  # (..., E)
+        return torch.nn.functional.linear(h, self.embedding.weight, self.head_bias)
 
     def step(self, token: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """One character per stream: token (B,) -> logits (B, V) and the next hidden state.
@@ -73,7 +101,7 @@ class CharRNN(nn.Module):
         """(L, B, H) hidden state (or None: zeros) -> one entry per layer."""
         if hidden is None:
             zeros = torch.zeros(self.spec.num_layers, batch, self.spec.hidden_size, device=device,
-                                dtype=self.head.weight.dtype)
+                                dtype=self.embedding.weight.dtype)
             hidden = (zeros, zeros) if self.spec.cell == "lstm" else zeros
         if self.spec.cell == "lstm":
             return list(zip(hidden[0].unbind(0), hidden[1].unbind(0)))
@@ -121,7 +149,8 @@ class Stepper:
         self.no_weight = w_ih.new_zeros(w_ih.shape[0], 0)  # (G, 0)
         self.first_hidden = (w_hh, b_hh)
         self.upper = weights[1:]
-        self.head = (model.head.weight, model.head.bias)
+        self.head = None if model.spec.tie_weights else (model.head.weight, model.head.bias)
+        self.tied_logits = model.logits
 
     def __call__(self, token: torch.Tensor, layers: list) -> tuple[torch.Tensor, list]:
         """token (B,) ids, layers: per-layer state -> logits (B, V), next per-layer state."""
@@ -134,6 +163,8 @@ class Stepper:
             state = self.cell(state[0] if isinstance(state, tuple) else state, previous, *weights)  # (B, H)
             new_layers.append(state)
         x = state[0] if isinstance(state, tuple) else state
+        if self.head is None:
+            return self.tied_logits(x), new_layers  # (B, V)
         return torch.nn.functional.linear(x, *self.head), new_layers  # (B, V); dropout is identity here
 
 

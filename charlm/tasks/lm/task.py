@@ -79,7 +79,9 @@ class LanguageModelTask:
     def spec(self) -> ModelSpec:
         c = self.config
         return ModelSpec(vocab_size=self.vocab.size, cell=c.cell, hidden_size=c.hidden_size,
-                         num_layers=c.num_layers, embedding_size=c.embedding_size, dropout=c.dropout)
+                         num_layers=c.num_layers, embedding_size=c.embedding_size, dropout=c.dropout,
+                         weight_drop=c.weight_drop, locked_dropout=c.locked_dropout,
+                         embedding_dropout=c.embedding_dropout, tie_weights=c.tie_weights)
 
     def build_model(self) -> CharRNN:
         return CharRNN(self.spec())
