@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,7 @@ from charlm.cli.common import user_errors
 from charlm.engine.runtime import resolve_device
 from charlm.errors import CharlmError
 from charlm.runs import load_checkpoint
+from charlm.tasks.lm.dynamic import DynamicOptions
 from charlm.tasks.lm.evaluate import evaluate_checkpoint
 from charlm.text.encoding import default_cache_dir
 
@@ -26,6 +28,16 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where training would use it; "
                                   "agrees with fp32 to ~1e-4 nats), fp32, bf16 or fp16 (GPU)"),
+    dynamic: bool = typer.Option(False, "--dynamic", help="lm: also score while adapting the model to the text as "
+                                 "it goes (dynamic evaluation; the saved model is not changed)"),
+    dynamic_method: str = typer.Option(DynamicOptions.method, "--dynamic-method", help="sgd or rms (updates "
+                                       "normalised by the running RMS of the gradients)"),
+    dynamic_lr: Optional[float] = typer.Option(None, "--dynamic-lr", help="step size of the adaptation "
+                                               "\\[default: 0.003 for sgd, 0.0002 for rms]", show_default=False),
+    dynamic_decay: float = typer.Option(DynamicOptions.decay, "--dynamic-decay", help="pull back towards the "
+                                        "trained weights, per segment"),
+    dynamic_segment: int = typer.Option(DynamicOptions.segment_len, "--dynamic-segment",
+                                        help="characters scored, then learned from, at a time"),
 ) -> None:
     """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines)."""
     with user_errors():
@@ -38,6 +50,12 @@ def evaluate(
             return
         if split not in ("val", "test"):
             raise CharlmError(f"--split must be val or test, got {split!r}")
+        if dynamic:
+            lr = dynamic_lr if dynamic_lr is not None else DYNAMIC_LR[dynamic_method] if (
+                dynamic_method in DYNAMIC_LR) else DynamicOptions.lr
+            options = DynamicOptions(method=dynamic_method, segment_len=dynamic_segment, lr=lr, decay=dynamic_decay)
+            _evaluate_dynamic(loaded, text, skip_unknown, split, resolve_device(device), options, as_json)
+            return
         stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),
                                     exact=exact, split=split, cache_dir=default_cache_dir(), precision=precision)
         split_name = {"val": "validation", "test": "test"}[split]
@@ -74,3 +92,31 @@ def _evaluate_records(loaded, path: Path | None, skip_unknown: bool, device, pre
     typer.echo(f"  cross-entropy      {stats.nats_per_char:.4f} nats/char")
     typer.echo(f"  bits per character {stats.bits_per_char:.4f}")
     typer.echo(f"  perplexity         {stats.perplexity:.3f}")
+
+
+DYNAMIC_LR = {"sgd": 0.003, "rms": 0.0002}
+
+
+def _evaluate_dynamic(loaded, text: Path | None, skip_unknown: bool, split: str, device, options: DynamicOptions,
+                      as_json: bool) -> None:
+    from charlm.tasks.lm.dynamic import dynamic_score
+    from charlm.tasks.lm.evaluate import checkpoint_text_ids, evaluate_ids
+
+    ids, skipped = checkpoint_text_ids(loaded, text, skip_unknown, split, default_cache_dir())
+    model = loaded.model.to(device)
+    static = evaluate_ids(model, ids, device, streams=1, skipped=skipped, unit=loaded.vocab.unit)
+    adapted = dynamic_score(model, ids, options, device)
+    source = str(text) if text else f"{split} split"
+    if as_json:
+        typer.echo(json.dumps({"characters": static.characters, "static_nats_per_char": static.nats_per_char,
+                               "dynamic_nats_per_char": adapted, "static_bits_per_char": static.bits_per_char,
+                               "dynamic_bits_per_char": adapted / math.log(2), "method": options.method,
+                               "lr": options.lr, "decay": options.decay, "segment": options.segment_len,
+                               "skipped": skipped, "checkpoint": str(loaded.path), "text": source}))
+        return
+    unit = loaded.vocab.unit
+    typer.echo(f"{loaded.path}: {source}, {static.characters:,} {unit}s, one stream, fp32")
+    typer.echo(f"                     static    dynamic ({options.method}, lr {options.lr:g}, decay {options.decay:g}, "
+               f"segments of {options.segment_len})")
+    typer.echo(f"  nats/{unit:<13} {static.nats_per_char:.4f}    {adapted:.4f}")
+    typer.echo(f"  bits/{unit:<13} {static.bits_per_char:.4f}    {adapted / math.log(2):.4f}")

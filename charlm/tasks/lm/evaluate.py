@@ -160,10 +160,16 @@ def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, s
     device = device or torch.device("cpu")
     amp_dtype = resolve_precision(precision, device, checkpoint.model.spec.cell)
     model = checkpoint.model.to(device)
-    streams, unit = (1 if exact else None), checkpoint.vocab.unit
+    ids, skipped = checkpoint_text_ids(checkpoint, text_path, skip_unknown, split, cache_dir)
+    return evaluate_ids(model, ids, device, streams=1 if exact else None, skipped=skipped,
+                        unit=checkpoint.vocab.unit, amp_dtype=amp_dtype)
+
+
+def checkpoint_text_ids(checkpoint: Checkpoint, text_path: Path | None = None, skip_unknown: bool = False,
+                        split: str = "val", cache_dir: Path | None = None):
+    """(ids, unknown characters skipped) of a file's text, or of the run's validation (or test) split."""
     if text_path is None:
-        return evaluate_ids(model, split_ids(checkpoint, split, cache_dir), device, streams=streams, unit=unit,
-                            amp_dtype=amp_dtype)
+        return split_ids(checkpoint, split, cache_dir), 0
     if not text_path.exists():
         raise CorpusError(f"text file {text_path} does not exist; check the path")
     if text_path.is_dir():
@@ -172,4 +178,4 @@ def evaluate_checkpoint(checkpoint: Checkpoint, text_path: Path | None = None, s
                                 checkpoint.config.normalize_newlines, skip_unknown)
     if len(ids) < 2:
         raise CorpusError(f"{text_path} has fewer than two characters the model knows; give a longer text")
-    return evaluate_ids(model, ids, device, streams=streams, skipped=skipped, unit=unit, amp_dtype=amp_dtype)
+    return ids, skipped
