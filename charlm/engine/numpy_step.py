@@ -95,7 +95,7 @@ class NumpyOptimisation:
         arrays, optimizer_info = self.network.optimizer_state()
         if self.network.dtype != np.float32:
             arrays = dict(arrays, **{PARAMS_PREFIX + name: value for name, value in self.network.params.items()})
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in arrays.items()}
+        tensors = {name: torch.from_numpy(value) for name, value in arrays.items()}
         # The generator's state is a small dict of integers (PCG64's two 128-bit words): JSON holds them exactly.
         return tensors, {"optimizer": optimizer_info, "numpy_rng": self.network.rng.bit_generator.state}
 
