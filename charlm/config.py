@@ -95,8 +95,8 @@ class TrainConfig:
     dist_timeout: str = _field("10m", "multi-process training (torchrun): how long a process waits for the "
                                       "others before giving up, e.g. 30s, 10m")
     rng_seed: int = _field(1337, "seed for weights, data offsets, dropout and samples")
-    engine: str = _field("torch", "torch (PyTorch's kernels) or numpy (charlm's from-scratch numpy engine: "
-                                  "task lm, on the CPU; a slow reference, same checkpoints)", choices=ENGINES)
+    engine: str = _field("torch", "torch (PyTorch's kernels) or numpy (charlm's from-scratch reference engine: "
+                                  "task lm on the CPU; the same checkpoints)", choices=ENGINES)
     dtype: str = _field("float32", "numpy engine: float32, or float64 for checking and teaching",
                         choices=DTYPES)
 

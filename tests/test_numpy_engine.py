@@ -300,8 +300,8 @@ def test_resume_with_the_other_engine_is_refused_in_one_line(tmp_path, corpus, m
     before = sorted(p.name for p in (tmp_path / "numpy").iterdir())
     result = CliRunner().invoke(app, ["train", "--resume", "--out", "numpy", "--engine", "torch"])
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 1 and lines == ["charlm: error: --engine cannot change when resuming "
-                                               "(the run uses 'numpy')"], result.output
+    refusal = "charlm: error: --engine cannot change when resuming (the run uses 'numpy')"
+    assert result.exit_code == 1 and lines == [refusal], result.output
     assert sorted(p.name for p in (tmp_path / "numpy").iterdir()) == before
     assert isinstance(run(corpus, config(engine="numpy", max_steps=8, eval_every=5), tmp_path / "numpy",
                           resume=True)[0], RunStarted)  # the numpy engine itself carries on

@@ -5,8 +5,9 @@
 
 Each step takes the task's next batch, hands the task's carry from the batch
 before (the language model's hidden state), and runs one optimiser step
-(step.py; with --engine numpy, numpy_step.py: the strategy is chosen once). Every `eval_every` steps the task scores its validation split and
-shows a preview, and the `last` checkpoint (and `best`, when the task's main
+through the engine's strategy, chosen once per run (step.py; numpy_step.py
+for --engine numpy). Every `eval_every` steps the task scores its validation
+split and shows a preview, and the `last` checkpoint (and `best`, when the task's main
 metric improved) is written. A stop request (Ctrl-C, SIGTERM) is honoured
 between steps, after a checkpoint, so no step is ever half-saved. Training
 ends at the nearest of the bounds (steps, epochs, time) or, with

@@ -13,7 +13,8 @@ engine's. What differs:
   the torch engine's initial weights) and then serves evaluation, previews and
   checkpoints: sync_model() copies the numpy weights into it just before each,
   so the lm task's own evaluate() and preview() run unchanged and validation
-  figures are exactly those of the same weights under the torch engine.
+  figures are those of the same weights (rounded to fp32 for a float64 run)
+  under the torch engine.
 - The weights file is fp32, as every checkpoint's; a float64 run also keeps its
   own weights in the state file (`params.*`), with the moments, the numpy
   generator's state (in the JSON) and the carried state, for an exact resume.
@@ -53,8 +54,8 @@ class NumpyOptimisation:
             raise CharlmError(f"--engine numpy trains in one process, not {world.size}; "
                               "run it without torchrun, or use --engine torch")
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
-                 world: World):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device,
+                 amp_dtype: torch.dtype | None, world: World):
         self.model, self.config = model, config  # the lm task's CharRNN: model.spec is its ModelSpec
         self.precision = f"{config.dtype}, numpy engine"
         weights = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
