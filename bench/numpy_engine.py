@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, interleaved, machine_facts, paired_ratio  # noqa: E402
 
 from charlm.config import build_config  # noqa: E402
-from charlm.engine.loop import make_optimizer  # noqa: E402
+from charlm.engine.step import make_optimizer  # noqa: E402
 from charlm.numpy_rnn import NumpyCharRNN  # noqa: E402
 from charlm.numpy_rnn.cells import GATES  # noqa: E402
 from charlm.numpy_rnn.network import backward, cross_entropy, forward  # noqa: E402

@@ -23,12 +23,16 @@ CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("torch", "numpy")
+DTYPES = ("float32", "float64")
 BOUNDS = ("max_steps", "epochs", "time_budget")  # training stops at whichever comes first
 OPTIONAL_COUNTS = ("max_steps", "epochs", "patience")  # whole numbers that "none" unsets
 # Defaults that differ by task, between the dataclass defaults and a preset.
 # A record is a few dozen characters, not a 128-character window: more per batch.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {"lines": {"batch_size": 64, "eval_every": 250}}
 UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
+# The numpy engine runs on the CPU in its own dtype: "auto" there means the CPU, without autocast.
+ENGINE_AUTO: dict[str, dict[str, str]] = {"numpy": {"device": "cpu", "precision": "fp32"}}
 
 
 def _field(default: Any, help: str, **rules: Any) -> Any:
@@ -101,6 +105,10 @@ class TrainConfig:
     dist_timeout: str = _field("10m", "multi-process training (torchrun): how long a process waits for the "
                                       "others before giving up, e.g. 30s, 10m")
     rng_seed: int = _field(1337, "seed for weights, data offsets, dropout and samples")
+    engine: str = _field("torch", "torch (PyTorch's kernels) or numpy (charlm's from-scratch reference engine: "
+                                  "task lm on the CPU; the same checkpoints)", choices=ENGINES)
+    dtype: str = _field("float32", "numpy engine: float32, or float64 for checking and teaching",
+                        choices=DTYPES)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -113,6 +121,23 @@ class TrainConfig:
                               "sequence); use one of them")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise ConfigError("no stopping bound: set max_steps, epochs or time_budget")
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        """Refuse, in one line each, what the chosen engine cannot do."""
+        if self.engine == "torch":
+            if self.dtype != "float32":
+                raise ConfigError(f"{_label('dtype')} applies to --engine numpy; the torch engine keeps "
+                                  "float32 weights (see --precision); leave --dtype out")
+            return
+        if self.task != "lm":
+            raise ConfigError(f"--engine numpy trains --task lm only, not {self.task}; use --engine torch")
+        if self.precision not in ("auto", "fp32"):
+            raise ConfigError(f"--engine numpy has no --precision {self.precision}: it computes in --dtype "
+                              "float32 or float64; leave --precision out")
+        if self.device not in ("auto", "cpu"):
+            raise ConfigError(f"--engine numpy runs on the CPU, not --device {self.device}; "
+                              "leave --device out, or use --engine torch")
 
     @property
     def time_budget_seconds(self) -> float | None:
@@ -239,6 +264,9 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
     for key in ("time_budget", "dist_timeout"):
         if isinstance(values.get(key), (int, float)) and not isinstance(values[key], bool):
             values[key] = str(values[key])
+    for key, value in ENGINE_AUTO.get(values.get("engine"), {}).items():
+        if values.get(key, "auto") == "auto":
+            values[key] = value
     return TrainConfig(**values)
 
 

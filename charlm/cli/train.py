@@ -85,6 +85,8 @@ def train(
     sample_length: Optional[int] = _opt("sample_length"),
     device: Optional[str] = _opt("device"),
     precision: Optional[str] = _opt("precision"),
+    engine: Optional[str] = _opt("engine"),
+    dtype: Optional[str] = _opt("dtype"),
     dist_timeout: Optional[str] = _opt("dist_timeout"),
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:

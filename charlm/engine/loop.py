@@ -5,8 +5,9 @@
 
 Each step takes the task's next batch, hands the task's carry from the batch
 before (the language model's hidden state), and runs one optimiser step
-(step.py). Every `eval_every` steps the task scores its validation split and
-shows a preview, and the `last` checkpoint (and `best`, when the task's main
+through the engine's strategy, chosen once per run (step.py; numpy_step.py
+for --engine numpy). Every `eval_every` steps the task scores its validation
+split and shows a preview, and the `last` checkpoint (and `best`, when the task's main
 metric improved) is written. A stop request (Ctrl-C, SIGTERM) is honoured
 between steps, after a checkpoint, so no step is ever half-saved. Training
 ends at the nearest of the bounds (steps, epochs, time) or, with
@@ -29,10 +30,10 @@ from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agre
                                        lost_peer, sum_over_ranks, together)
 from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
 from charlm.engine.resume import check_run_dir, claim_run_dir, collect_rank_state, resume_state
-from charlm.engine.runtime import precision_name, resolve_device, resolve_precision, seed_everything
+from charlm.engine.runtime import resolve_device, resolve_precision, seed_everything
 from charlm.engine.schedule import current_lr, run_progress
 from charlm.engine.state import TrainState
-from charlm.engine.step import Optimisation
+from charlm.engine.step import OptimisationStrategy, optimisation_for
 from charlm.engine.task import Task
 from charlm.config import parse_duration
 from charlm.errors import CharlmError
@@ -51,6 +52,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
     start leaves no trace.
     """
     config = task.config
+    strategy = optimisation_for(config, world)  # the engine: torch, or numpy (step.py, numpy_step.py)
     device = join(world, resolve_device(config.device), parse_duration(config.dist_timeout))
 
     def prepare():
@@ -63,16 +65,16 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
     together(world, lambda: claim_run_dir(run_dir, point), main_only=True)
     seed_everything(config.rng_seed)  # the same initial weights on every rank
     model = task.build_model().to(device)
-    optimisation = Optimisation(model, config, device, amp_dtype, world)
+    optimisation = strategy(model, config, device, amp_dtype, world)
     state, carry = TrainState(world_size=world.size), None
     if point:
-        state = point.restore(model, optimisation.optimizer, optimisation.scaler, world)
-        carry = task.restore_carry(point.carry_tensors(), world, device)
+        state = optimisation.restore(point, world)
+        carry = optimisation.from_task_carry(task.restore_carry(point.carry_tensors(), world, device))
     elif world.rank > 0:
         torch.manual_seed(config.rng_seed + 7919 * world.rank)  # each rank its own dropout masks
     yield RunStarted(run_dir=run_dir, task=task.name, config=config, data=task.data_facts(),
                      data_summary=task.data_summary(), model_summary=task.model_summary(), unit=task.unit,
-                     device=str(device), precision=precision_name(amp_dtype), world_size=world.size,
+                     device=str(device), precision=optimisation.precision, world_size=world.size,
                      num_parameters=sum(p.numel() for p in model.parameters()),
                      resumed_from_step=state.step if point else None)
     loop = _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested)
@@ -85,7 +87,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
 
 
 class _Loop:
-    def __init__(self, task: Task, model, optimisation: Optimisation, run_dir: Path, device: torch.device,
+    def __init__(self, task: Task, model, optimisation: OptimisationStrategy, run_dir: Path, device: torch.device,
                  state: TrainState, carry: Any, world: World, stop_requested: Callable[[], bool]):
         self.task, self.config, self.model, self.optimisation = task, task.config, model, optimisation
         self.run_dir, self.device, self.state, self.carry = run_dir, device, state, carry
@@ -112,7 +114,7 @@ class _Loop:
         c, s = self.config, self.state
         plan = self.task.epoch(s.epoch, self.world)
         report_clock, report_units = self.clock, s.units_seen
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = 0.0  # becomes a tensor (torch engine) or a float (numpy), in the loss's own precision
         loss_count, evaluated_at, grad_norm = 0, s.step if s.step else -1, None
         self.model.train()
         while not (reason := self.stop_reason()):
@@ -131,7 +133,7 @@ class _Loop:
             else:
                 s.nonfinite_in_a_row = 0
                 s.step += 1
-                loss_sum += result.loss
+                loss_sum = loss_sum + result.loss
                 loss_count += 1
                 grad_norm = result.grad_norm
             if s.step % c.log_every == 0 and loss_count:
@@ -145,8 +147,7 @@ class _Loop:
                 self.log({"step": s.step, "epoch": s.epoch, "train_loss": mean_loss, "lr": lr,
                           "tokens_per_second": round(rate, 1), "grad_norm": finite_or_none(norm),
                           "elapsed_seconds": round(s.elapsed_seconds, 3)})
-                loss_sum.zero_()
-                loss_count, report_clock, report_units = 0, now, s.units_seen
+                loss_sum, loss_count, report_clock, report_units = 0.0, 0, now, s.units_seen
             if result.loss is not None and s.step % c.eval_every == 0 and s.step != evaluated_at:
                 eval_started = time.monotonic()
                 yield self.evaluate_and_save()
@@ -191,6 +192,7 @@ class _Loop:
 
     def evaluate_and_save(self) -> Evaluated:
         task, s = self.task, self.state
+        self.optimisation.sync_model()
         metrics = task.evaluate(self.model, self.device, self.world, self.optimisation.amp_dtype).metrics
         score = metrics[task.main_metric]
         better = (s.best_score is None or (score > s.best_score if task.higher_is_better else score < s.best_score))
@@ -215,10 +217,12 @@ class _Loop:
 
     def save_last(self, meta: dict) -> None:
         """The `last` checkpoint, with what every rank needs to resume (a collective: all ranks call it)."""
-        ranks = gather_to_main(self.world, collect_rank_state(self.task.carry_tensors(self.carry)))
+        self.optimisation.sync_model()
+        carry = self.optimisation.to_task_carry(self.carry)
+        ranks = gather_to_main(self.world, collect_rank_state(self.task.carry_tensors(carry)))
         if self.world.is_main:
-            trainer, tensors = resume_state(self.optimisation.optimizer, self.optimisation.scaler, self.state,
-                                            ranks, self.task.join_carries)
+            trainer, tensors = resume_state(self.optimisation.resume_parts(), self.state, ranks,
+                                            self.task.join_carries)
             save_checkpoint(self.run_dir, "last", self.model.state_dict(), dict(meta, trainer=trainer),
                             resume_tensors=tensors)
 
@@ -228,7 +232,7 @@ class _Loop:
 
     def checkpoint_meta(self, metrics: dict) -> dict:
         s, task = self.state, self.task
-        return {"task": task.name, **task.record(), "config": self.config.to_dict(),
+        return {"task": task.name, **task.record(), **self.optimisation.record(), "config": self.config.to_dict(),
                 "step": s.step, "epoch": s.epoch, "metrics": {k: finite_or_none(v) for k, v in metrics.items()},
                 "val_loss": finite_or_none(metrics.get("val_loss")), "main_metric": task.main_metric,
                 "best_score": finite_or_none(s.best_score), "best_step": s.best_step}

@@ -11,9 +11,10 @@ was killed) are not repeated.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -28,7 +29,8 @@ from charlm.files import write_atomic
 
 # Changing these would make the saved weights or the data position meaningless.
 FIXED_ON_RESUME = ("task", "cell", "hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
-                   "val_frac", "normalize_newlines", "tokenizer", "rng_seed", "max_length", "condition", "tie_weights")
+                   "val_frac", "normalize_newlines", "tokenizer", "rng_seed", "max_length", "condition",
+                   "tie_weights", "engine", "dtype")
 # The prefix of the carry's tensors in the state file ("hidden." since the first release).
 CARRY_PREFIX = "hidden."
 
@@ -61,25 +63,33 @@ def collect_rank_state(carry: dict[str, torch.Tensor]) -> dict:
     return {"rng": capture_rng_state(), "carry": {k: v.detach().to("cpu") for k, v in carry.items()}}
 
 
-def resume_state(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: TrainState,
-                 ranks: list[dict], join_carries: Callable[[list[dict]], dict]) -> tuple[dict, dict]:
+def optimizer_parts(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> tuple[dict, dict]:
+    """A torch optimizer's and loss scaler's resume state: (tensors, JSON for the record's trainer)."""
+    tensors, optimizer_info = split_optimizer_state(optimizer.state_dict())
+    trainer = {"optimizer": optimizer_info}
+    if scaler.is_enabled():
+        trainer["scaler"] = scaler.state_dict()
+    return tensors, trainer
+
+
+def resume_state(optimisation_parts: tuple[dict, dict], state: TrainState, ranks: list[dict],
+                 join_carries: Callable[[list[dict]], dict]) -> tuple[dict, dict]:
     """The resume part of a `last` checkpoint: (JSON for the record, tensors for the state file).
 
+    optimisation_parts: the optimisation's own (tensors, trainer JSON), e.g. optimizer_parts().
     `ranks` holds collect_rank_state() of every rank in rank order. Rank 0's
     RNG states are saved as `rng.<name>`, rank r's as `rng.rank<r>.<name>`;
     the carries are joined by the task (the language model's along the
     stream axis), so the file holds the state of the whole global batch.
     """
-    tensors, optimizer_info = split_optimizer_state(optimizer.state_dict())
+    tensors, trainer = dict(optimisation_parts[0]), dict(optimisation_parts[1])
     for rank, part in enumerate(ranks):
         prefix = "rng." if rank == 0 else f"rng.rank{rank}."
         tensors.update({prefix + name: value for name, value in part["rng"].items()})
     if ranks[0]["carry"]:
         tensors.update({CARRY_PREFIX + name: value
                         for name, value in join_carries([part["carry"] for part in ranks]).items()})
-    trainer = {"state": state.to_dict(), "optimizer": optimizer_info}
-    if scaler.is_enabled():
-        trainer["scaler"] = scaler.state_dict()
+    trainer["state"] = state.to_dict()
     return trainer, tensors
 
 
@@ -95,19 +105,32 @@ class ResumePoint:
         """Load weights, optimizer, scaler and this rank's RNG states; return the counters."""
         load_weights(model, self.weights, self.weights_path)
         trainer = self.record["trainer"]
-        optimizer_tensors = {k: v for k, v in self.tensors.items() if k.startswith("optimizer.")}
-        try:
-            optimizer.load_state_dict(join_optimizer_state(optimizer_tensors, trainer["optimizer"]))
-            state = TrainState.from_dict(trainer["state"])
+        with self.damaged_if_malformed():
+            optimizer.load_state_dict(join_optimizer_state(self.tensors_under("optimizer."), trainer["optimizer"]))
             if scaler.is_enabled() and "scaler" in trainer:
                 scaler.load_state_dict(trainer["scaler"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"resume state in {self.weights_path.parent} is damaged: {exc}; "
-                                  "start a new run in another --out") from None
+        return self.restore_counters(world)
+
+    def restore_counters(self, world: World = SINGLE) -> TrainState:
+        """This rank's RNG states restored; the counters returned (what every engine's resume shares)."""
+        with self.damaged_if_malformed():
+            state = TrainState.from_dict(self.record["trainer"]["state"])
         prefix = "rng." if world.rank == 0 else f"rng.rank{world.rank}."
         restore_rng_state({k[len(prefix):]: v for k, v in self.tensors.items()
                            if k.startswith(prefix) and "." not in k[len(prefix):]})
         return state
+
+    def tensors_under(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The state file's tensors whose names start with prefix, names kept."""
+        return {k: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    @contextmanager
+    def damaged_if_malformed(self) -> Iterator[None]:
+        try:
+            yield
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"resume state in {self.weights_path.parent} is damaged: {exc}; "
+                                  "start a new run in another --out") from None
 
     def carry_tensors(self) -> dict[str, torch.Tensor]:
         """The saved carry of the whole global batch, by name (the task takes its rank's part)."""

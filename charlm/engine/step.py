@@ -5,13 +5,17 @@ it by the global batch's normaliser, backpropagates (DDP averages the
 gradients of the ranks meanwhile), unscales, measures and clips the global
 gradient norm, and, unless the loss or the norm is not finite on any rank,
 sets the learning rate and updates the weights.
+
+This is the torch engine's strategy. The numpy engine's (numpy_step.py) has
+the same interface (OptimisationStrategy); optimisation_for() picks one per
+run, and the loop never asks which it has.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -19,6 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from charlm.config import TrainConfig
 from charlm.engine.distributed import World
+from charlm.engine.resume import ResumePoint, optimizer_parts
+from charlm.engine.runtime import precision_name
+from charlm.engine.state import TrainState
 from charlm.engine.task import Batch, Task
 
 
@@ -36,9 +43,47 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 @dataclass(frozen=True)
 class StepResult:
-    loss: torch.Tensor | None  # the batch's mean loss (detached), None when the step was skipped
+    loss: torch.Tensor | float | None  # the batch's mean loss (detached), None when the step was skipped
     carry: Any  # for the next batch
-    grad_norm: torch.Tensor | None  # before clipping
+    grad_norm: torch.Tensor | float | None  # before clipping
+
+
+class OptimisationStrategy(Protocol):
+    """What the loop asks of an engine: a step, and what evaluation, checkpoints and resume need."""
+
+    amp_dtype: torch.dtype | None  # autocast of the task's evaluation
+    precision: str  # for the start of the run: "fp32", "bf16", "float64, numpy engine", ...
+
+    def step(self, task: Task, batch: Batch, carry: Any, lr: float,
+             agree_to_skip: Callable[[bool], bool]) -> StepResult: ...
+
+    def sync_model(self) -> None:
+        """Bring the torch model up to date before the loop evaluates, previews or saves it."""
+
+    def to_task_carry(self, carry: Any) -> Any:
+        """The carry as the task's carry_tensors() takes it."""
+
+    def from_task_carry(self, carry: Any) -> Any:
+        """The task's restore_carry() result as step() takes it."""
+
+    def resume_parts(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, JSON) of the optimizer and anything else an exact resume needs, for resume_state()."""
+
+    def restore(self, point: ResumePoint, world: World) -> TrainState:
+        """Weights, optimizer and RNG states from a checkpoint; returns the counters."""
+
+    def record(self) -> dict:
+        """What a checkpoint records of the engine."""
+
+
+def optimisation_for(config: TrainConfig, world: World) -> type:
+    """The strategy class of config.engine, once it is clear that it can run here (else a one-line error)."""
+    if config.engine == "numpy":
+        from charlm.engine.numpy_step import NumpyOptimisation  # imported only by numpy runs
+
+        NumpyOptimisation.check(world)
+        return NumpyOptimisation
+    return Optimisation
 
 
 class Optimisation:
@@ -55,6 +100,28 @@ class Optimisation:
         # and checkpoints use the plain module underneath.
         self.network = (DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
                         if world.distributed else model)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.amp_dtype)
+
+    def sync_model(self) -> None:
+        pass  # the model is what trains
+
+    def to_task_carry(self, carry: Any) -> Any:
+        return carry
+
+    def from_task_carry(self, carry: Any) -> Any:
+        return carry
+
+    def resume_parts(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return optimizer_parts(self.optimizer, self.scaler)
+
+    def restore(self, point: ResumePoint, world: World) -> TrainState:
+        return point.restore(self.model, self.optimizer, self.scaler, world)
+
+    def record(self) -> dict:
+        return {"engine": "torch"}
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)

@@ -107,8 +107,10 @@ class LanguageModelTask:
         x, y = ((t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
                 for t in batch.tensors)  # (T, B) each
         logits, hidden = model(x, carry)  # (T, B, V)
-        loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        return loss_sum, detach_hidden(hidden, dtype=torch.float32)  # carried in fp32 whatever the autocast
+        # fp32 whatever the autocast (a float64 model, as tests run one, stays float64); so is the carry.
+        precision = torch.promote_types(logits.dtype, torch.float32)
+        loss_sum = F.cross_entropy(logits.flatten(0, 1).to(precision), y.flatten(), reduction="sum")
+        return loss_sum, detach_hidden(hidden, dtype=precision)
 
     def carry_tensors(self, carry) -> dict[str, torch.Tensor]:
         return hidden_to_tensors(carry)
@@ -118,7 +120,9 @@ class LanguageModelTask:
 
     def restore_carry(self, tensors: dict[str, torch.Tensor], world: World, device: torch.device):
         streams = world.share(self.config.batch_size)
-        return hidden_from_tensors({k: v[:, streams].float().to(device) for k, v in tensors.items()})
+        # fp32 as saved; float64 as the numpy engine's float64 runs save it
+        return hidden_from_tensors({k: v[:, streams].to(device, torch.promote_types(v.dtype, torch.float32))
+                                    for k, v in tensors.items()})
 
     # -- evaluation --------------------------------------------------------------
 
