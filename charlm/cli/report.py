@@ -97,7 +97,7 @@ def inspect(
                               cache_dir=default_cache_dir())
 
         def show(cells, scale) -> None:
-            console.print(terminal.legend(scale, colour))
+            console.print(terminal.legend(scale, colour), soft_wrap=True)
             if colour:
                 console.print(terminal.coloured(cells, scale))
             else:

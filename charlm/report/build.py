@@ -43,7 +43,7 @@ def surprisal_view(run: Run, text_path: Path | None, length: int, cache_dir: Pat
     ids, where = text_ids(checkpoint, path=text_path, max_tokens=SCORED_TOKENS, cache_dir=cache_dir)
     scored = surprisal_of(checkpoint.model, ids, checkpoint.vocab)
     characters = scored.characters()
-    start = line_start([char for char, _, _ in characters])
+    start = line_start([char for char, _, _ in characters]) if text_path is None else 0
     shown = characters[start:start + length]
     return TextView(run=run.name, source=f"{where}, characters {start + 1:,} to {start + len(shown):,}",
                     cells=[(char.text, bits, top) for char, bits, top in shown], hardest=scored.hardest(10),

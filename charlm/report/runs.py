@@ -209,8 +209,9 @@ def read_runs(paths: list[Path]) -> list[Run]:
         if run.path.resolve() in seen:
             raise CheckpointError(f"run {run.path} is given twice; name each run once")
         seen[run.path.resolve()] = run
+    shared = {run.name for run in runs if sum(other.name == run.name for other in runs) > 1}
     for run in runs:
-        if sum(other.name == run.name for other in runs) > 1:
+        if run.name in shared:
             run.name = f"{run.path.resolve().parent.name}/{run.path.name}"
     return runs
 
