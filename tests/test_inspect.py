@@ -23,6 +23,16 @@ QUOTES = r'"[^"]*"'
 PLANTED = (0, 5)  # layer index, unit: the constructed model's inside-quotes unit
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine lose 4x to waiting."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # -- a constructed model whose unit 1:5 is +1 exactly inside quotes ---------------------------------
 
 def quoted_text(seed: int = 0, words: int = 90) -> str:

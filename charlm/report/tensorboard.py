@@ -65,12 +65,13 @@ class TensorBoardLogger:
     def started(self, event: RunStarted) -> None:
         self.close()
         self.unit, self.is_lm = event.unit, event.task == "lm"
-        self.writer = self.writer_class(log_dir=str(self.log_dir / Path(event.run_dir).name),
-                                        purge_step=event.resumed_from_step)
+        # Resuming from step N: what an interrupted run logged after N is dropped (the checkpoint has step N).
+        first_step = None if event.resumed_from_step is None else event.resumed_from_step + 1
+        self.writer = self.writer_class(log_dir=str(self.log_dir / Path(event.run_dir).name), purge_step=first_step)
         settings = "\n".join(f"    {key} = {value!r}" for key, value in event.config.to_dict().items())
         self.writer.add_text("run", f"{event.task} run, {event.model_summary}, {event.num_parameters:,} parameters, "
                                     f"on {event.device} in {event.precision}\n\n{event.data_summary}\n\n{settings}",
-                             global_step=event.resumed_from_step or 0)
+                             global_step=first_step or 0)
 
     def scalar(self, tag: str, value: float | None, step: int) -> None:
         if isinstance(value, (int, float)) and math.isfinite(value):
