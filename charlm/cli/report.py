@@ -72,16 +72,11 @@ def inspect(
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="leave out characters the model does not know"),
 ) -> None:
     """Show a text coloured by the model's surprisal at each character, or by a hidden unit's activation."""
-    from charlm.report import terminal
-    from charlm.report.colors import ACTIVATION, SURPRISAL
     from charlm.report.neurons import parse_unit
     from charlm.report.source import load_model, text_ids
-    from charlm.report.surprisal import surprisal_of
-    from charlm.report.views import line_start, surprisal_cells, unit_view
     from charlm.text.encoding import default_cache_dir
 
-    console = Console(highlight=False)
-    colour = console.color_system is not None and not console.no_color
+    screen = _Screen()
     with _user_errors():
         if neuron and find_neurons:
             raise CharlmError("--neuron and --find-neurons each colour the text; give one of them")
@@ -95,54 +90,80 @@ def inspect(
         unit = parse_unit(neuron, spec.num_layers, spec.hidden_size) if neuron else None
         ids, where = text_ids(loaded, path=text_file, text=text, skip_unknown=skip_unknown, max_tokens=max_chars,
                               cache_dir=default_cache_dir())
-
-        def show(cells, scale) -> None:
-            console.print(terminal.legend(scale, colour), soft_wrap=True)
-            if colour:
-                console.print(terminal.coloured(cells, scale))
-            else:
-                console.print(terminal.marked_lines(cells, scale), markup=False, soft_wrap=True)
-
+        # The validation split starts anywhere in a line: its excerpt starts at the next line. A given text is shown whole.
+        from_line = text_file is None and text is None
         if neuron or find_neurons:
-            view, scores = unit_view(loaded.model, loaded.vocab, ids, find_neurons)
-            start = line_start(view.characters) if text_file is None and text is None else 0
-            stop = start + length
-            console.print(f"{loaded.path}: {where}, characters {start + 1:,} to "
-                          f"{min(stop, len(view.characters)):,} of {len(view.characters):,} read", markup=False,
-                          soft_wrap=True)
-            if unit is not None:
-                mean, low, high = view.summary(*unit)
-                console.print(f"unit {neuron.strip()}: mean {mean:+.3f}, min {low:+.3f}, max {high:+.3f}")
-                show(view.cells(*unit, start, stop), ACTIVATION)
-                return
-            console.print(f"units that best separate the characters inside matches of {find_neurons!r} from the rest "
-                          "(separation 1: a threshold on the unit alone tells them apart; 0: no better than chance)",
-                          markup=False, soft_wrap=True)
-            console.print(terminal.units_table(scores, FIND_NEURONS_LISTED))
-            for score in scores[:top]:
-                side = "higher" if score.auc >= 0.5 else "lower"
-                console.print(f"\nunit {score.name}: separation {score.separation:.3f}, {side} inside matches "
-                              f"({'underlined' if colour else 'marked ^'})", markup=False)
-                show(view.cells(score.layer, score.unit, start, stop), ACTIVATION)
-            return
-        scored = surprisal_of(loaded.model, ids, loaded.vocab)
-        characters = [char for char, _, _ in scored.characters()]
-        start = line_start(characters) if text_file is None and text is None else 0
-        stop = min(start + length, len(characters))
-        console.print(f"{loaded.path}: {where}, characters {start + 1:,} to {stop:,} of {len(characters):,} read",
-                      markup=False)
-        show(surprisal_cells(scored, start, stop), SURPRISAL)
-        unit_name = loaded.vocab.unit
-        console.print(f"\nmean {scored.mean_nats / math.log(2):.3f} bits per {unit_name} over the "
-                      f"{len(scored.ids) - 1:,} predicted {unit_name}s read (as charlm eval --exact --precision fp32 "
-                      "scores them)", soft_wrap=True)
-        hardest = scored.hardest(10)
-        if hardest:
-            console.print(f"\nhardest {unit_name}s: the highest mean surprisal (of those read 3 times or more)",
-                          markup=False, soft_wrap=True)
-            console.print(terminal.hardest_table(hardest, unit_name))
-        console.print("\nmost surprising moments", soft_wrap=True)
-        console.print(terminal.surprises_table(scored.surprises(5)))
+            _show_units(screen, loaded, ids, where, from_line, length, unit, find_neurons, top)
+        else:
+            _show_surprisal(screen, loaded, ids, where, from_line, length)
+
+
+class _Screen:
+    """The console, whether it shows colour, and the one way a coloured text is printed."""
+
+    def __init__(self) -> None:
+        self.console = Console(highlight=False)
+        self.colour = self.console.color_system is not None and not self.console.no_color
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False, soft_wrap=True)
+
+    def show(self, cells, scale) -> None:
+        from charlm.report import terminal
+
+        self.console.print(terminal.legend(scale, self.colour), soft_wrap=True)
+        if self.colour:
+            self.console.print(terminal.coloured(cells, scale))
+        else:
+            self.line(terminal.marked_lines(cells, scale))
+
+
+def _show_surprisal(screen: _Screen, loaded, ids, where: str, from_line: bool, length: int) -> None:
+    from charlm.report import terminal
+    from charlm.report.colors import SURPRISAL
+    from charlm.report.surprisal import surprisal_of
+    from charlm.report.views import line_start, surprisal_cells
+
+    scored = surprisal_of(loaded.model, ids, loaded.vocab)
+    characters = [char for char, _, _ in scored.characters()]
+    start = line_start(characters) if from_line else 0
+    stop = min(start + length, len(characters))
+    screen.line(f"{loaded.path}: {where}, characters {start + 1:,} to {stop:,} of {len(characters):,} read")
+    screen.show(surprisal_cells(scored, start, stop), SURPRISAL)
+    unit = loaded.vocab.unit
+    screen.line(f"\nmean {scored.mean_nats / math.log(2):.3f} bits per {unit} over {len(scored.ids) - 1:,} "
+                "predictions (as charlm eval --exact --precision fp32)")
+    hardest = scored.hardest(10)
+    if hardest:
+        screen.line(f"\nhardest {unit}s: the highest mean surprisal (of those read 3 times or more)")
+        screen.console.print(terminal.hardest_table(hardest, unit))
+    screen.line("\nmost surprising moments")
+    screen.console.print(terminal.surprises_table(scored.surprises(5)))
+
+
+def _show_units(screen: _Screen, loaded, ids, where: str, from_line: bool, length: int,
+                unit: tuple[int, int] | None, pattern: str | None, top: int) -> None:
+    from charlm.report import terminal
+    from charlm.report.colors import ACTIVATION
+    from charlm.report.views import line_start, unit_view
+
+    view, scores = unit_view(loaded.model, loaded.vocab, ids, pattern)
+    start = line_start(view.characters) if from_line else 0
+    stop = min(start + length, len(view.characters))
+    screen.line(f"{loaded.path}: {where}, characters {start + 1:,} to {stop:,} of {len(view.characters):,} read")
+    if unit is not None:
+        mean, low, high = view.summary(*unit)
+        screen.line(f"unit {unit[0] + 1}:{unit[1]}: mean {mean:+.3f}, min {low:+.3f}, max {high:+.3f}")
+        screen.show(view.cells(*unit, start, stop), ACTIVATION)
+        return
+    screen.line(f"units that best separate the characters inside matches of {pattern!r} from the rest "
+                "(separation 1: a threshold on the unit alone tells them apart; 0: no better than chance)")
+    screen.console.print(terminal.units_table(scores, FIND_NEURONS_LISTED))
+    for score in scores[:top]:
+        side = "higher" if score.auc >= 0.5 else "lower"
+        screen.line(f"\nunit {score.name}: separation {score.separation:.3f}, {side} inside matches "
+                    f"({'underlined' if screen.colour else 'marked ^'})")
+        screen.show(view.cells(score.layer, score.unit, start, stop), ACTIVATION)
 
 
 def register(app: typer.Typer) -> None:

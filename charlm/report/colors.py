@@ -82,5 +82,7 @@ def legend_stops(scale: Scale, count: int = 9) -> list[str]:
 
 
 def visible(char: str) -> str:
-    """A character as shown in a list: whitespace and control characters get a visible symbol."""
-    return {"\n": "↵", "\t": "→", " ": "␠", "\r": "␍"}.get(char, char if char.isprintable() else f"U+{ord(char):04X}")
+    """A character as shown in a list: whitespace and control characters get a visible symbol.
+
+    The symbols are ones common fonts have (DejaVu, the usual fallback, lacks the U+2400 control pictures)."""
+    return {"\n": "↵", "\t": "→", " ": "␣", "\r": "\\r"}.get(char, char if char.isprintable() else f"U+{ord(char):04X}")

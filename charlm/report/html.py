@@ -88,7 +88,7 @@ pre.preview{white-space:pre-wrap;margin:0;font-size:12px;text-align:left;max-wid
 .sv span[data-tip]:hover::after{content:attr(data-tip);position:absolute;left:0;top:1.5em;z-index:10;background:#222;color:#fff;padding:5px 8px;border-radius:4px;white-space:pre;font-size:12px;line-height:1.35;pointer-events:none}
 .legend{display:flex;align-items:center;gap:8px;font-size:12px;margin:6px 0}.bar{width:260px;height:12px;border:1px solid #ccc}
 .ticks{display:flex;justify-content:space-between;width:262px;font-size:11px;color:#444}
-.chip{font-family:ui-monospace,monospace;padding:0 4px;border-radius:2px}
+summary{cursor:pointer;margin:4px 0}.chip{font-family:ui-monospace,monospace;padding:0 4px;border-radius:2px}
 """
 
 
@@ -115,18 +115,24 @@ def _runs(runs: list[Run]) -> str:
                     f"<td>{_duration(s['best_elapsed'])}</td>{_cell(s['final_train_loss'])}"
                     f"{_cell(round(s['throughput']) if s['throughput'] else None)}</tr>")
     table = settings_table(runs)
-    differing = [key for key, _, differs in table if differs]
-    settings = "".join(
-        f"<tr{' class=diff' if differs else ''}><td>{escape(key)}</td>"
-        + "".join(f"<td>{escape(_setting(v))}</td>" for v in values) + "</tr>"
-        for key, values, differs in table)
+    differing = [row for row in table if row[2]]
     names = "".join(f"<th>{_swatch(i)}{escape(run.name)}</th>" for i, run in enumerate(runs))
-    summary = (f"<p>Settings that differ (highlighted): {escape(', '.join(differing))}.</p>" if differing
-               else "<p>The runs' settings are identical.</p>" if len(runs) > 1 else "")
+
+    def settings(rows: list, table_id: str) -> str:
+        body = "".join(f"<tr{' class=diff' if differs else ''}><td>{escape(key)}</td>"
+                       + "".join(f"<td>{escape(_setting(v))}</td>" for v in values) + "</tr>"
+                       for key, values, differs in rows)
+        return f'<table id="{table_id}"><tr><th>setting</th>{names}</tr>{body}</table>'
+
+    if differing:
+        compared = (f"<p>Settings that differ (highlighted): {escape(', '.join(key for key, _, _ in differing))}.</p>"
+                    + settings(differing, "settings-differing"))
+    else:
+        compared = "<p>The runs' settings are identical.</p>" if len(runs) > 1 else ""
     damaged = "".join(f'<p class="muted">{escape(run.name)}: {run.damaged_lines} line(s) of metrics.jsonl could not '
                       "be read and were left out.</p>" for run in runs if run.damaged_lines)
-    return (f'<table id="best-figures">{head}{"".join(rows)}</table>{damaged}<h3>Settings</h3>{summary}'
-            f'<table id="settings"><tr><th>setting</th>{names}</tr>{settings}</table>')
+    return (f'<table id="best-figures">{head}{"".join(rows)}</table>{damaged}<h3>Settings</h3>{compared}'
+            f"<details><summary>All {len(table)} settings</summary>{settings(table, 'settings')}</details>")
 
 
 def _setting(value: object) -> str:
@@ -142,17 +148,19 @@ def _evaluations(runs: list[Run]) -> str:
     for index, run in enumerate(runs):
         metrics = run.val_metrics
         best = run.best_eval()
+        previews = any(isinstance(row.get("preview"), str) for row in run.eval_rows)
         head = ("<tr><th>step</th><th>time</th>" + "".join(f"<th>{escape(m)}</th>" for m in metrics)
-                + "<th>preview</th></tr>")
+                + ("<th>preview</th>" if previews else "") + "</tr>")
         rows = []
         for row in run.eval_rows:
             preview = row.get("preview")
-            shown = (f'<pre class="preview">{escape(preview)}</pre>' if isinstance(preview, str) and preview else
-                     '<span class="muted">not recorded</span>')
+            shown = "" if not previews else (
+                f'<td><pre class="preview">{escape(preview)}</pre></td>' if isinstance(preview, str) and preview else
+                '<td class="muted">none</td>')
             mark = " ★" if row is best else ""
-            rows.append(f"<tr>{_cell(row['step'], tag='td')}<td>{_duration(row.get('elapsed_seconds'))}{mark}</td>"
-                        + "".join(_cell(row.get(m)) for m in metrics) + f"<td>{shown}</td></tr>")
-        older = ("" if any("preview" in row for row in run.eval_rows) else
+            rows.append(f"<tr>{_cell(row['step'])}<td>{_duration(row.get('elapsed_seconds'))}{mark}</td>"
+                        + "".join(_cell(row.get(m)) for m in metrics) + f"{shown}</tr>")
+        older = ("" if previews or not rows else
                  '<p class="muted">This run predates recorded previews: its metrics.jsonl has no samples.</p>')
         direction = (f"lower {escape(run.main_metric)} is better" if run.main_metric and lower_is_better(run.main_metric)
                      else f"higher {escape(run.main_metric or '')} is better")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -82,19 +83,22 @@ class Surprisal:
         """Mean over the scored tokens: `charlm eval --exact --precision fp32` of the same text."""
         return float(np.mean(self.nats[1:]))
 
-    def characters(self, start: int = 0, stop: int | None = None) -> list[tuple[Character, float, list[tuple[str, float]]]]:
-        """(character, surprisal in bits, top predictions as (label, probability)) for the characters
-        whose tokens start in [start, stop); a character's bits are its tokens' sum (nan for the first)."""
-        stop = len(self.ids) if stop is None else stop
+    @cached_property
+    def _characters(self) -> list[tuple[Character, float, list[tuple[str, float]]]]:
+        labels = [token_label(self.vocab, token) for token in range(self.vocab.size)]
+        bits, top_ids, top_probs = self.bits.tolist(), self.top_ids.tolist(), self.top_probs.tolist()
         out = []
         for char in characters_of(self.vocab, self.ids):
-            if not start <= char.first < stop:
-                continue
-            bits = float(np.sum(self.bits[char.first:char.first + char.count]))
-            top = [(token_label(self.vocab, int(t)), float(p))
-                   for t, p in zip(self.top_ids[char.first], self.top_probs[char.first]) if t >= 0]
-            out.append((char, bits, top))
+            first = char.first
+            cost = bits[first] if char.count == 1 else sum(bits[first:first + char.count])
+            top = [(labels[t], p) for t, p in zip(top_ids[first], top_probs[first]) if t >= 0]
+            out.append((char, cost, top))
         return out
+
+    def characters(self) -> list[tuple[Character, float, list[tuple[str, float]]]]:
+        """(character, surprisal in bits, top predictions as (label, probability)) for each character of
+        the text; a character's bits are its tokens' sum (nan for the first, which nothing predicts)."""
+        return self._characters
 
     def hardest(self, count: int = 10, min_occurrences: int = 3) -> list[tuple[str, float, int]]:
         """The characters with the highest mean surprisal: (character, mean bits, occurrences)."""
