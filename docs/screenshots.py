@@ -3,9 +3,11 @@
     python docs/screenshots.py checkpoints/tinyshakespeare [more runs...]
 
 Writes docs/report.png (the top of `charlm report`), docs/report-surprisal.png
-(its surprisal view, one character hovered) and docs/inspect.png (`charlm
+(its surprisal view, one character hovered), docs/inspect.png (`charlm
 inspect` in a 100-column true-colour terminal: its ANSI output turned into
-HTML by rich and rendered). Needs matplotlib and Chromium.
+HTML by rich and rendered) and docs/inspect-neurons.png (`charlm inspect
+--find-neurons` with --pattern, by default Tiny Shakespeare's speaker lines).
+Needs matplotlib and Chromium.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories for the report; the first one is inspected")
     parser.add_argument("--inspect-length", type=int, default=700, help="characters in the terminal view")
+    parser.add_argument("--pattern", default=r"(?m)^[A-Z][A-Z ]*:$", help="for --find-neurons")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.html"
@@ -70,6 +73,8 @@ def main() -> None:
             print(f"wrote {DOCS / name} ({(DOCS / name).stat().st_size // 1024} KB)")
     terminal_png(["inspect", "--checkpoint", options.runs[0], "--length", str(options.inspect_length)],
                  DOCS / "inspect.png")
+    terminal_png(["inspect", "--checkpoint", options.runs[0], "--find-neurons", options.pattern, "--top", "1",
+                  "--length", "420"], DOCS / "inspect-neurons.png")
 
 
 if __name__ == "__main__":

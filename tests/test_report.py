@@ -276,3 +276,14 @@ def test_a_run_whose_corpus_is_gone_still_gets_its_curves(tiny_run, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.stderr.startswith("charlm: warning: fox: no surprisal view: ")
     assert "plot-loss-step" in out.read_text() and "No surprisal view" in out.read_text()
+
+
+def test_a_resumed_runs_abandoned_lines_are_dropped(tmp_path):
+    from charlm.report.runs import read_metrics
+    lines = [{"step": 10, "train_loss": 3.0}, {"step": 20, "train_loss": 2.5}, {"step": 20, "val_loss": 2.6},
+             {"step": 30, "train_loss": 2.4}, {"step": 40, "train_loss": 2.3},  # interrupted here; resumed from 20
+             {"step": 30, "train_loss": 2.2}, {"step": 40, "val_loss": 2.1}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    train, evals, damaged = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["train_loss"]) for r in train] == [(10, 3.0), (20, 2.5), (30, 2.2)]
+    assert [(r["step"], r["val_loss"]) for r in evals] == [(20, 2.6), (40, 2.1)] and damaged == 0

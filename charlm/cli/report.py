@@ -27,7 +27,8 @@ def _user_errors():
 
 
 def report(
-    runs: Optional[list[Path]] = typer.Argument(None, help="run directories; default: the newest run under checkpoints/"),
+    runs: Optional[list[Path]] = typer.Argument(None, metavar="RUN",
+                                                help="run directories; default: the newest run under checkpoints/"),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="the HTML file to write"),
     text: Optional[Path] = typer.Option(None, "--text", help="in the surprisal views, a file's text instead of "
                                                             "each run's validation split"),
@@ -57,7 +58,8 @@ def report(
 
 
 def inspect(
-    text_file: Optional[Path] = typer.Argument(None, help="text to look at; default: the run's validation split"),
+    text_file: Optional[Path] = typer.Argument(None, metavar="FILE",
+                                               help="text to look at; default: the run's validation split"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; "
                                               "default: the newest run under checkpoints/"),
     text: Optional[str] = typer.Option(None, "--text", help="look at this string instead of a file"),

@@ -158,7 +158,11 @@ def _read_json(path: Path) -> dict:
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict], int]:
-    """metrics.jsonl -> (train lines, evaluation lines, lines that could not be read)."""
+    """metrics.jsonl -> (train lines, evaluation lines, lines that could not be read).
+
+    Steps only grow within each kind; a step at or below the last one (a run resumed from an earlier
+    checkpoint) drops every line from that step on, so the curves show the run that was kept.
+    """
     train, evals, damaged = [], [], 0
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -176,10 +180,16 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict], int]:
             continue
         if not isinstance(row, dict) or not _number(row.get("step")):
             damaged += 1
-        elif any(key.startswith("val_") for key in row):
-            evals.append(row)
-        elif "train_loss" in row:
-            train.append(row)
+            continue
+        kind = evals if any(key.startswith("val_") for key in row) else train if "train_loss" in row else None
+        if kind is None:
+            continue
+        if kind and row["step"] <= kind[-1]["step"]:
+            # A resumed run: it went back to its checkpoint, so what the interrupted run logged from here on
+            # describes weights that were thrown away.
+            train[:] = [r for r in train if r["step"] < row["step"]]
+            evals[:] = [r for r in evals if r["step"] < row["step"]]
+        kind.append(row)
     return train, evals, damaged
 
 
