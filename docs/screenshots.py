@@ -3,7 +3,7 @@
     python docs/screenshots.py checkpoints/tinyshakespeare [more runs...]
 
 Writes docs/report.png (the top of `charlm report`), docs/report-surprisal.png
-(its surprisal view, one character hovered), docs/inspect.png (`charlm
+(its surprisal view, the first character of 5 to 6 bits hovered), docs/inspect.png (`charlm
 inspect` in a 100-column true-colour terminal: its ANSI output turned into
 HTML by rich and rendered) and docs/inspect-neurons.png (`charlm inspect
 --find-neurons` with --pattern, by default Tiny Shakespeare's speaker lines).
@@ -46,8 +46,8 @@ def terminal_png(args: list[str], out: Path, columns: int = 100) -> None:
     """Run `charlm ARGS` as in a true-colour terminal and picture its output, prompt line included."""
     ansi = charlm(*args, env={"FORCE_COLOR": "1", "COLORTERM": "truecolor", "COLUMNS": str(columns), "NO_COLOR": ""})
     console = Console(record=True, width=columns, file=StringIO(), color_system="truecolor")
-    console.print(Text("$ charlm " + shlex.join(args), style="bold #9cdcfe"), soft_wrap=True)
-    console.print(Text.from_ansi(ansi), soft_wrap=True)
+    console.print(Text("$ charlm " + shlex.join(args), style="bold #9cdcfe"))
+    console.print(Text.from_ansi(ansi))  # wrapped at the terminal's width, as a terminal would
     with tempfile.TemporaryDirectory() as folder:
         page = Path(folder) / "terminal.html"
         page.write_text(console.export_html(inline_styles=True, code_format=TERMINAL_HTML), encoding="utf-8")
@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.html"
         print(charlm("report", *options.runs, "-o", str(report)).strip())
-        for name, height, hover in (("report.png", 1500, None), ("report-surprisal.png", 900, ".sv span:nth-of-type(120)")):
+        for name, height, hover in (("report.png", 1500, None), ("report-surprisal.png", 900, ".sv span[data-bits^='5.']")):
             result = render_page(report, width=1200, height=height, hover=hover)
             if result.errors:
                 sys.exit(f"the report shows errors in Chromium: {result.errors}")

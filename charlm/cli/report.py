@@ -158,7 +158,7 @@ def _show_units(screen: _Screen, loaded, ids, where: str, from_line: bool, lengt
         screen.line(f"unit {unit[0] + 1}:{unit[1]}: mean {mean:+.3f}, min {low:+.3f}, max {high:+.3f}")
         screen.show(view.cells(*unit, start, stop), ACTIVATION)
         return
-    screen.line(f"units that best separate the characters inside matches of {pattern!r} from the rest "
+    screen.line(f"units that best separate the characters inside matches of '{pattern}' from the rest "
                 "(separation 1: a threshold on the unit alone tells them apart; 0: no better than chance)")
     screen.console.print(terminal.units_table(scores, FIND_NEURONS_LISTED))
     for score in scores[:top]:

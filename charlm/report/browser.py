@@ -140,7 +140,8 @@ def _drive(pipe: _Pipe, page: Path, width: int, height: int | None, hover: str |
     session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
         pipe.send(f"{domain}.enable", session=session)
-    viewport = {"width": width, "height": height or 900, "deviceScaleFactor": 1, "mobile": False}
+    # A short viewport first, so that the page's scrollHeight is its content's height, not the window's.
+    viewport = {"width": width, "height": height or 100, "deviceScaleFactor": 1, "mobile": False}
     pipe.send("Emulation.setDeviceMetricsOverride", viewport, session=session)
     pipe.events.clear()
     pipe.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from charlm.errors import CharlmError
-from charlm.report.surprisal import Character
+from charlm.report.surprisal import Character, one_thread
 from charlm.tasks.lm.evaluate import EVAL_CHUNK_LEN
 from charlm.tasks.lm.model import CharRNN
 
@@ -41,6 +41,7 @@ def single_layers(model: CharRNN) -> list[nn.Module]:
 
 
 @torch.inference_mode()
+@one_thread()
 def layer_activations(model: CharRNN, ids) -> np.ndarray:
     """(T, L, H): each layer's hidden output after reading each of the T tokens, from a zero state."""
     ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
@@ -75,15 +76,15 @@ def match_mask(text: str, pattern: str) -> np.ndarray:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise CharlmError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+        raise CharlmError(f"'{pattern}' is not a valid regular expression ({exc})") from None
     mask = np.zeros(len(text), dtype=bool)
     for match in regex.finditer(text):
         mask[match.start():match.end()] = True
     if not mask.any():
-        raise CharlmError(f"the pattern {pattern!r} matches nothing in the text ({len(text):,} characters); "
+        raise CharlmError(f"the pattern '{pattern}' matches nothing in the text ({len(text):,} characters); "
                           "try another pattern or a longer text")
     if mask.all():
-        raise CharlmError(f"the pattern {pattern!r} matches the whole text, so nothing is left to compare "
+        raise CharlmError(f"the pattern '{pattern}' matches the whole text, so nothing is left to compare "
                           "it with; try a narrower pattern")
     return mask
 
