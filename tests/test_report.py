@@ -247,6 +247,7 @@ def test_reading_runs_and_writing_the_page_does_not_import_torch(tiny_run):
     (lambda tmp: [str(tmp)], "holds no checkpoint (no best.json or last.json)"),
     (lambda tmp: [str(tmp / "run"), str(tmp / "run")], "is given twice"),
     (lambda tmp: [str(tmp / "run"), "--length", "0"], "--length must be 1 or more"),
+    (lambda tmp: [str(tmp / "run"), "--text", str(tmp / "none.txt")], "is not a file"),
 ])
 def test_report_bad_input_is_one_line(tiny_run, tmp_path, make_args, message):
     shutil.copytree(tiny_run, tmp_path / "run")

@@ -42,6 +42,8 @@ def report(
     with _user_errors():
         if length < 1:
             raise CharlmError(f"--length must be 1 or more, got {length}")
+        if text is not None and not text.is_file():
+            raise CharlmError(f"--text {text} is not a file; give the path of a text file")
         started = time.monotonic()
         built = build_report(list(runs) if runs else [latest_run()], text_path=text, length=length,
                              cache_dir=default_cache_dir())
