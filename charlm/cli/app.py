@@ -41,3 +41,8 @@ def main() -> None:
     if code == 130 and not _Interrupts.reported:
         report_interrupt()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+from charlm.cli import report as _report_commands  # noqa: E402  (registers after the commands above)
+
+_report_commands.register(app)
