@@ -138,6 +138,10 @@ class TrainConfig:
         if self.device not in ("auto", "cpu"):
             raise ConfigError(f"--engine numpy runs on the CPU, not --device {self.device}; "
                               "leave --device out, or use --engine torch")
+        for name in ("weight_drop", "locked_dropout", "embedding_dropout", "tie_weights"):
+            if getattr(self, name):
+                raise ConfigError(f"--engine numpy has no {_label(name)} (it implements plain dropout only); "
+                                  "leave it out, or use --engine torch")
 
     @property
     def time_budget_seconds(self) -> float | None:

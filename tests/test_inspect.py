@@ -93,8 +93,8 @@ def quote_run(tmp_path):
                            "device": "cpu"})
     run = tmp_path / "quotes"
     run.mkdir()
-    save_checkpoint(run, "best", model, {"model": model.spec.to_dict(), "vocab": vocab.to_json(),
-                                         "config": config.to_dict(), "corpus": {"name": "quotes"}, "step": 0})
+    save_checkpoint(run, "best", model.state_dict(), {"model": model.spec.to_dict(), "vocab": vocab.to_json(),
+                                                      "config": config.to_dict(), "corpus": {"name": "quotes"}, "step": 0})
     return run, vocab, model
 
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm.cli.app import app
-from charlm.engine.checkpoint import load_checkpoint
+from charlm.runs import load_checkpoint
 from charlm.report.runs import read_run, settings_table
 from charlm.tasks.lm.evaluate import score_ids
 

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from charlm.cli import corpus, evaluate, sample, train
+from charlm.cli import corpus, evaluate, report, sample, train
 from charlm.cli.common import _Interrupts, report_interrupt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,6 +19,7 @@ app.command(name="train")(train.train)
 app.command(name="sample")(sample.sample)
 app.command(name="eval")(evaluate.evaluate)
 app.add_typer(corpus.corpus_app, name="corpus")
+report.register(app)  # report, inspect
 
 
 def main() -> None:
@@ -41,8 +42,3 @@ def main() -> None:
     if code == 130 and not _Interrupts.reported:
         report_interrupt()
     sys.exit(code if isinstance(code, int) else 0)
-
-
-from charlm.cli import report as _report_commands  # noqa: E402  (registers after the commands above)
-
-_report_commands.register(app)

@@ -16,13 +16,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from charlm.cli.common import user_errors
 from charlm.errors import CharlmError
 
 FIND_NEURONS_LISTED = 10  # units in the --find-neurons table
 
 
 def _user_errors():
-    from charlm.cli.app import user_errors  # at call time: app.py imports this module to register it
     return user_errors()
 
 
@@ -89,7 +89,7 @@ def inspect(
         for name, value in (("--length", length), ("--max-chars", max_chars), ("--top", top)):
             if value < 1:
                 raise CharlmError(f"{name} must be 1 or more, got {value}")
-        loaded = load_model(checkpoint)
+        loaded = load_model(checkpoint, tasks=("lm",), command="charlm inspect")
         spec = loaded.model.spec
         unit = parse_unit(neuron, spec.num_layers, spec.hidden_size) if neuron else None
         ids, where = text_ids(loaded, path=text_file, text=text, skip_unknown=skip_unknown, max_tokens=max_chars,

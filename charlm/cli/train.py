@@ -48,6 +48,8 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML preset, e.g. configs/shakespeare.toml"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory; default checkpoints/<corpus name>"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in the run directory from its last checkpoint"),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="also log the scalars for TensorBoard "
+                                               "under DIR/<run name> (pip install 'charlm-rnn[tensorboard]')"),
     task: Optional[str] = _opt("task"),
     cell: Optional[str] = _opt("cell"),
     hidden_size: Optional[int] = _opt("hidden_size"),
@@ -92,7 +94,7 @@ def train(
 ) -> None:
     """Train a model: the next character of running text (lm, the default), or whole records (--task lines)."""
     flags = {k: v for k, v in locals().items()
-             if k not in ("corpus", "include", "strict", "config", "out", "resume") and v is not None}
+             if k not in ("corpus", "include", "strict", "config", "out", "resume", "tensorboard") and v is not None}
     arguments = list(corpus or [])
     with user_errors(), _process_group() as world:
         preset = load_config_file(config) if config else {}
@@ -111,6 +113,10 @@ def train(
         task_data = main_first(world, lambda: open_task(resolved, arguments, include, strict, run_dir, recorded,
                                                         quiet=not world.is_main))
         render = TrainRenderer() if world.is_main else (lambda event: None)
+        if tensorboard is not None and world.is_main:
+            from charlm.report.tensorboard import TensorBoardLogger
+
+            render = _both(render, TensorBoardLogger(tensorboard))  # a missing tensorboard fails here, at once
         stop = StopFlag()
         finished = None
         with stop.installed():
@@ -125,6 +131,13 @@ def train(
                               if saved else "charlm: stopped before the first step; nothing was saved",
                               show=world.is_main)
             raise typer.Exit(EXIT_SIGNALS[stop.signal])
+
+
+def _both(first, second):
+    def render(event) -> None:
+        first(event)
+        second(event)
+    return render
 
 
 @contextmanager

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-# The one place the report imports checkpoint loading (the engine may move it).
-from charlm.engine.checkpoint import load_checkpoint as load_model  # noqa: F401  (path | None -> Checkpoint)
+# The one place the report imports checkpoint loading.
+from charlm.runs import load_checkpoint as load_model  # noqa: F401  (path | None -> Checkpoint)
 from charlm.errors import CorpusError
 from charlm.tasks.lm.evaluate import split_ids
 from charlm.text.encoding import encode_files
