@@ -128,22 +128,22 @@ def iter_steps(step: StepFunction, state: Any, start_id: int, end_id: int, max_l
 def generate(step: StepFunction, state: Any, start_id: int, end_id: int, max_lengths: torch.Tensor,
              options: SamplingOptions = GREEDY, generator: torch.Generator | None = None) -> list[Hypothesis]:
     """Greedy decoding (the default options) or sampling: one Hypothesis per input."""
-    batch = max_lengths.shape[0]
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    scores, ended = [0.0] * batch, [False] * batch
-    extras: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    for produced in iter_steps(step, state, start_id, end_id, max_lengths, options, generator):
-        for b in torch.nonzero(produced.live).flatten().tolist():
-            token = int(produced.tokens[b])
-            scores[b] += float(produced.log_probs[b])
-            if produced.extras is not None:
-                extras[b].append(produced.extras[b])
-            if token == end_id:
-                ended[b] = True
-            else:
-                tokens[b].append(token)
-    return [Hypothesis(tokens[b], scores[b], ended[b], scores[b], torch.stack(extras[b]) if extras[b] else None)
-            for b in range(batch)]
+    steps = list(iter_steps(step, state, start_id, end_id, max_lengths, options, generator))
+    if not steps:
+        return [Hypothesis([], 0.0, False, 0.0) for _ in range(max_lengths.shape[0])]
+    tokens = torch.stack([s.tokens for s in steps])  # (T, B)
+    live = torch.stack([s.live for s in steps])  # (T, B)
+    # where, not a product: a finished row's meaningless pick may have log-prob -inf, and -inf * 0 is NaN
+    scores = torch.where(live, torch.stack([s.log_probs for s in steps]), 0.0).sum(0)  # (T, B) -> (B,)
+    extras = None if steps[0].extras is None else torch.stack([s.extras for s in steps])  # (T, B, ...)
+    hypotheses = []
+    for b in range(tokens.shape[1]):
+        written = tokens[live[:, b], b].tolist()  # ends with the end symbol if it ended
+        ended = bool(written) and written[-1] == end_id
+        score = float(scores[b])
+        hypotheses.append(Hypothesis(written[:-1] if ended else written, score, ended, score,
+                                     None if extras is None else extras[live[:, b].to(extras.device), b]))
+    return hypotheses
 
 
 @torch.inference_mode()
