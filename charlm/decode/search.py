@@ -187,7 +187,7 @@ def beam_search(step: StepFunction, state: Any, start_id: int, end_id: int, max_
                 if last_step or word == end_id:
                     if rank < beams and math.isfinite(score):
                         finished[b].append(_backtrack(history, step_extras, b, origin, word, score, t,
-                                                      word == end_id, end_id, options.length_penalty))
+                                                      word == end_id, options.length_penalty))
                 elif kept < beams:
                     new_origins[b][kept], new_tokens[b][kept] = origin, word
                     new_scores[b, kept] = score
@@ -203,7 +203,7 @@ def beam_search(step: StepFunction, state: Any, start_id: int, end_id: int, max_
 
 
 def _backtrack(history, step_extras, b: int, origin: int, word: int, score: float, t: int, ended: bool,
-               end_id: int, alpha: float) -> Hypothesis:
+               alpha: float) -> Hypothesis:
     """Rebuild the hypothesis that beam `origin` of input b extends with `word` at step t."""
     tokens = [word] if not ended else []
     extras = [] if step_extras is None else [step_extras[b, origin]]
