@@ -9,6 +9,16 @@ from charlm.tasks.classify.metrics import balanced_class_weights, classification
 from charlm.tasks.classify.model import CharClassifier, ClassifierSpec
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: with two OpenMP threads on two shared, busy cores, each op
+    # waits for the other thread to be scheduled (measured 20-40x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _padded(seqs, pad_value=0):
     lengths = torch.tensor([len(s) for s in seqs])
     x = torch.full((int(lengths.max()), len(seqs)), pad_value, dtype=torch.long)
