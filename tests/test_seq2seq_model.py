@@ -87,6 +87,20 @@ def test_what_the_padding_holds_changes_nothing(attention):
         assert (weights[:, padding] == 0).all()  # exactly zero, at every target step
 
 
+def test_bridge_reads_each_layers_forward_end_and_backward_start():
+    # The encoder's per-position outputs are an independent view of its final
+    # states: forward after the last real character, backward after the first.
+    model = _model("general", "lstm", 2)
+    src, src_lengths, _, _ = _batch()
+    with torch.no_grad():
+        encoded = model.encoder(src, src_lengths)
+        _, state = model.encode(src, src_lengths)
+    half = model.spec.hidden_size // 2
+    last = encoded.outputs[src_lengths - 1, torch.arange(len(SOURCES))]  # (B, H) top layer at each last position
+    top_final = torch.cat((last[:, :half], encoded.outputs[0, :, half:]), dim=-1)  # (B, H)
+    torch.testing.assert_close(state.hidden[0][-1], torch.tanh(model.bridge_h[-1](top_final)))
+
+
 def test_beam_of_one_equals_greedy_with_the_model():
     model = _model("additive", "lstm", 2, seed=3)
     src, src_lengths, _, _ = _batch()
