@@ -4,7 +4,7 @@ from pathlib import Path
 
 from charlm.config import build_config
 from charlm.cli.render import TrainRenderer
-from charlm.engine.events import RunFinished, RunStarted, StepProgress
+from charlm.engine.events import Notice, RunFinished, RunStarted, StepProgress
 
 
 class _Terminal(io.StringIO):
@@ -47,3 +47,10 @@ def test_a_run_stopped_before_its_first_step_does_not_point_at_checkpoints():
                            elapsed_seconds=0.5, run_dir=Path("runs/x"), skipped_steps=0)
     TrainRenderer(out=out, err=io.StringIO())(finished)
     assert "nothing was saved" in out.getvalue() and "checkpoints in" not in out.getvalue()
+
+
+def test_a_notice_is_one_line_on_stderr():
+    out, err = io.StringIO(), io.StringIO()
+    TrainRenderer(out=out, err=err)(Notice("took_over", "the run in runs/x stopped before its first checkpoint"))
+    assert err.getvalue() == "charlm: note: the run in runs/x stopped before its first checkpoint\n"
+    assert out.getvalue() == ""

@@ -137,7 +137,7 @@ def test_refuses_to_overwrite_and_to_train_on_too_little(tmp_path, text_file, ti
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirectoryError, match="already exists"):
+    with pytest.raises(RunDirectoryError, match="holds files charlm did not write"):
         _events(text_file(), tiny_config, run)
     assert (run / "notes.txt").read_text() == "mine"
     with pytest.raises(CorpusError, match="too short"):

@@ -2,7 +2,8 @@
 
 The training loop knows nothing of terminals; this turns its events into
 output. On a terminal a tqdm bar shows progress towards the nearest bound; in
-a log file (no TTY) each report becomes one plain line instead.
+a log file (no TTY) each report becomes one plain line instead. Notices go
+to stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from charlm.config import TrainConfig, applies_to
-from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.engine.events import Evaluated, Notice, RunFinished, RunStarted, StepProgress
 
 _PROGRESS_UNITS = 1000  # the bar counts thousandths of the run
 _PLAIN_LINE_SECONDS = 30  # without a terminal, one progress line per this many seconds
@@ -74,6 +75,8 @@ class TrainRenderer:
             self.evaluated(event)
         elif isinstance(event, RunFinished):
             self.finished(event)
+        elif isinstance(event, Notice):
+            self.notice(event)
 
     def write(self, text: str) -> None:
         if self.bar is not None:
@@ -96,6 +99,13 @@ class TrainRenderer:
             # postfix, which showed as "00:03<00:10 , step 500".
             self.bar = tqdm(total=_PROGRESS_UNITS, file=self.err, dynamic_ncols=True, leave=False,
                             bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining} {desc}")
+
+    def notice(self, e: Notice) -> None:
+        text = f"charlm: note: {e.message}"
+        if self.bar is not None:
+            self.bar.write(text, file=self.err)
+        else:
+            print(text, file=self.err, flush=True)
 
     def step(self, e: StepProgress) -> None:
         status = (f"step {e.step} | loss {e.train_loss:.3f} | {self.val_text} | lr {e.lr:.2e} | "

@@ -12,6 +12,10 @@ between steps, after a checkpoint, so no step is ever half-saved. Training
 ends at the nearest of the bounds (steps, epochs, time) or, with
 `patience`, after that many evaluations without a new best.
 
+The run directory is held (locked) by this process from before anything is
+written until the run ends (rundir.py, lock.py); a new run that saves no
+checkpoint takes what it wrote away again.
+
 Under torchrun every process runs this same loop on its share of each batch
 (see distributed.py); rank 0 alone writes and reports.
 """
@@ -27,7 +31,7 @@ import torch
 from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
-from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.engine.events import Evaluated, Notice, RunFinished, RunStarted, StepProgress
 from charlm.engine.resume import check_run_dir, claim_run_dir, collect_rank_state, resume_state
 from charlm.engine.runtime import precision_name, resolve_device, resolve_precision, seed_everything
 from charlm.engine.schedule import current_lr, run_progress
@@ -60,7 +64,25 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
         return point, amp_dtype
 
     point, amp_dtype = together(world, prepare)
-    together(world, lambda: claim_run_dir(run_dir, point), main_only=True)
+    start = {"task": task.name, **task.record(), "config": config.to_dict(), "restart": resume and not point}
+    held = together(world, lambda: claim_run_dir(run_dir, point, start), main_only=True)
+    try:
+        if held is not None and held.notice:
+            yield Notice("took_over", held.notice)
+        yield from _train_in(task, run_dir, point, amp_dtype, device, stop_requested, world)
+    except COMMUNICATION_ERRORS as exc:
+        if not world.distributed:
+            raise
+        raise lost_peer(exc) from None
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _train_in(task: Task, run_dir: Path, point, amp_dtype, device: torch.device,
+              stop_requested: Callable[[], bool], world: World) -> Iterator[object]:
+    """The run itself, once its directory is held."""
+    config = task.config
     seed_everything(config.rng_seed)  # the same initial weights on every rank
     model = task.build_model().to(device)
     optimisation = Optimisation(model, config, device, amp_dtype, world)
@@ -75,13 +97,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
                      device=str(device), precision=precision_name(amp_dtype), world_size=world.size,
                      num_parameters=sum(p.numel() for p in model.parameters()),
                      resumed_from_step=state.step if point else None)
-    loop = _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested)
-    try:
-        yield from loop.run()
-    except COMMUNICATION_ERRORS as exc:
-        if not world.distributed:
-            raise
-        raise lost_peer(exc) from None
+    yield from _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested).run()
 
 
 class _Loop:
