@@ -165,6 +165,8 @@ BAD_INPUTS = [
          "must be >= 1"),
     _row("unknown cell", {"c.txt": TEXT}, ["train", "c.txt", "--cell", "transformer"], None, "got 'transformer'",
          "must be one of rnn, lstm, gru"),
+    _row("model too big for memory", {"c.txt": TEXT}, ["train", "c.txt", "--config", TINY, "--hidden-size", "100000"],
+         None, "this run needs about", "is available on"),
     _row("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None,
          "time budget 'soon'", "such as 90s, 5m or 1h"),
     _row("time budget 0", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "0"], None, "time budget '0'",

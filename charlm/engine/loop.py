@@ -32,6 +32,7 @@ from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
 from charlm.engine.events import Evaluated, Notice, RunFinished, RunStarted, StepProgress
+from charlm.engine.memory import check_fits, is_out_of_memory, out_of_memory
 from charlm.engine.resume import check_run_dir, claim_run_dir, collect_rank_state, resume_state
 from charlm.engine.runtime import precision_name, resolve_device, resolve_precision, seed_everything
 from charlm.engine.schedule import current_lr, run_progress
@@ -61,6 +62,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
         point = check_run_dir(run_dir, resume, task, world)
         amp_dtype = resolve_precision(config.precision, device, config.cell)
         task.prepare(world, point.record if point else None)
+        check_fits(task, device, amp_dtype, world)
         return point, amp_dtype
 
     point, amp_dtype = together(world, prepare)
@@ -70,10 +72,12 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
         if held is not None and held.notice:
             yield Notice("took_over", held.notice)
         yield from _train_in(task, run_dir, point, amp_dtype, device, stop_requested, world)
-    except COMMUNICATION_ERRORS as exc:
-        if not world.distributed:
-            raise
-        raise lost_peer(exc) from None
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(exc, device) from None
+        if isinstance(exc, COMMUNICATION_ERRORS) and world.distributed:
+            raise lost_peer(exc) from None
+        raise
     finally:
         if held is not None:
             held.release()
