@@ -80,5 +80,5 @@ class RunFinished:
 class Notice:
     """Something a person should know about the run, said once in one line (the CLI shows it on stderr)."""
 
-    kind: str  # took_over: an unfinished start was taken over
+    kind: str  # took_over: an unfinished start was taken over | slow_step: one step is a sizeable part of the budget
     message: str

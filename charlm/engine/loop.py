@@ -10,7 +10,9 @@ shows a preview, and the `last` checkpoint (and `best`, when the task's main
 metric improved) is written. A stop request (Ctrl-C, SIGTERM) is honoured
 between steps, after a checkpoint, so no step is ever half-saved. Training
 ends at the nearest of the bounds (steps, epochs, time) or, with
-`patience`, after that many evaluations without a new best.
+`patience`, after that many evaluations without a new best. Under a time
+budget no step starts that the last step's measured time says cannot finish
+inside it, and a step that takes a sizeable part of the budget is said once.
 
 The run directory is held (locked) by this process from before anything is
 written until the run ends (rundir.py, lock.py); a new run that saves no
@@ -46,6 +48,10 @@ from charlm.files import append_jsonl
 
 class NonFiniteLossError(CharlmError):
     pass
+
+
+# A step that takes this share of the time budget or more is worth a word: at most ten fit.
+SLOW_STEP_SHARE = 0.1
 
 
 def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Callable[[], bool] = lambda: False,
@@ -113,6 +119,11 @@ class _Loop:
         self.clock = time.monotonic()
         self.interrupted = False
         self.best_metrics: dict = {}
+        # The clock (agreed across ranks) at the same point of the step before, and the
+        # last step's duration measured from it: what the time budget is checked against.
+        self.step_mark: float | None = state.elapsed_seconds
+        self.step_seconds: float | None = None
+        self.said_slow = False
 
     def stop_reason(self) -> str | None:
         c, s = self.config, self.state
@@ -120,8 +131,8 @@ class _Loop:
             return "max_steps"
         if c.epochs and s.epoch >= c.epochs:
             return "epochs"
-        if c.time_budget_seconds and s.elapsed_seconds >= c.time_budget_seconds:
-            return "time_budget"
+        if c.time_budget_seconds and s.elapsed_seconds + (self.step_seconds or 0.0) > c.time_budget_seconds:
+            return "time_budget"  # spent, or the next step could not finish inside it
         if c.patience and s.evaluations_since_best >= c.patience:
             return "patience"
         if self.interrupted:
@@ -146,6 +157,8 @@ class _Loop:
             s.batch += 1
             s.units_seen += batch.units
             self.carry = result.carry
+            if (slow := self.slow_step_notice()) is not None:
+                yield slow
             if result.loss is None:
                 self.count_skipped()
             else:
@@ -172,6 +185,7 @@ class _Loop:
                 yield self.evaluate_and_save()
                 evaluated_at = s.step
                 report_clock += time.monotonic() - eval_started  # throughput measures training alone
+                self.step_mark = None  # the next step's time would include the evaluation's
         if s.step != evaluated_at and s.step > 0:
             if reason == "interrupted":  # save now; a full validation pass can wait
                 self.save_last(self.checkpoint_meta({}))
@@ -180,6 +194,17 @@ class _Loop:
         yield RunFinished(step=s.step, reason=reason, best_score=s.best_score, best_step=s.best_step,
                           main_metric=self.task.main_metric, elapsed_seconds=s.elapsed_seconds,
                           run_dir=self.run_dir, skipped_steps=s.skipped_steps, metrics=self.best_metrics)
+
+    def slow_step_notice(self) -> Notice | None:
+        """Once per run: a step took a sizeable part of the time budget (so few steps fit in it)."""
+        budget = self.config.time_budget_seconds
+        if self.said_slow or not budget or self.step_seconds is None or self.step_seconds < SLOW_STEP_SHARE * budget:
+            return None
+        self.said_slow = True
+        share = "longer than the whole" if self.step_seconds > budget else "a sizeable part of the"
+        return Notice("slow_step", f"one step takes {self.step_seconds:.1f} s, {share} {self.config.time_budget} "
+                                   "time budget; no step starts that could not finish inside it; for more steps "
+                                   "lower --batch-size or --seq-len, or raise --time-budget")
 
     def count_skipped(self) -> None:
         """A non-finite step was skipped (it would have poisoned every weight); too many in a row stop the run."""
@@ -207,6 +232,9 @@ class _Loop:
         bad, interrupted, elapsed = agree_max(self.world, self.device,
                                               [float(bad_step), float(self.stop_requested()), elapsed])
         self.state.elapsed_seconds, self.interrupted = elapsed, bool(interrupted)
+        if self.step_mark is not None:  # agreed values: every rank measures the same step time
+            self.step_seconds = elapsed - self.step_mark
+        self.step_mark = elapsed
         return bool(bad)
 
     def evaluate_and_save(self) -> Evaluated:
