@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from charlm.decode.sampling import GumbelNoise, SamplingOptions, pick_next
+from charlm.decode.sampling import GumbelNoise, SamplingOptions, is_plain, pick_next
 from charlm.errors import CharlmError, VocabularyError
 from charlm.tasks.lm.model import CharRNN
 from charlm.text.vocab import Vocab
@@ -66,9 +66,8 @@ def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sa
     last = logits[-1]  # (1, V)
     layers = model.split_hidden(hidden, 1)
     step = model.stepper()
-    plain = options.temperature > 0 and options.top_p >= 1.0 and (
-        options.top_k is None or options.top_k >= last.shape[-1])
-    noise = GumbelNoise(generator, last.shape[-1], options.temperature, device) if plain else None
+    noise = GumbelNoise(generator, last.shape[-1], options.temperature, device) if is_plain(
+        options, last.shape[-1]) else None
     tail, decoder = "", vocab.stream_decoder()
     for _ in range(length):
         if noise is not None:
