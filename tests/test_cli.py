@@ -107,6 +107,9 @@ def _setup_run(trained_run, tmp_path, damage=None):
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     elif damage == "json":
         (run / "best.json").write_text('{"format": "charlm-checkpoint", ')
+    elif damage == "both-json":
+        for name in ("best.json", "last.json"):
+            (run / name).write_text('{"format": "charlm-checkpoint", ')
     elif damage == "version":
         (run / "best.json").write_text(json.dumps(dict(record, format_version=0)))
     elif damage == "corpus-gone":
@@ -192,10 +195,15 @@ BAD_INPUTS = [
     _row("no checkpoints/ yet", {}, ["sample"], None, "no trained runs under checkpoints/", "train one first"),
     _row("checkpoints/ is empty", {"checkpoints": None}, ["sample"], None, "no trained runs under checkpoints/",
          "train one first"),
+    # best damaged, last intact: say so and point to last
     _row("truncated weights", {}, ["sample"], "truncate", "is damaged or not a safetensors file",
+         "the run's last checkpoint is intact: pass --checkpoint checkpoints/fox/last.json"),
+    _row("corrupted json", {}, ["sample"], "json", "best.json is damaged: not valid JSON",
+         "the run's last checkpoint is intact: pass --checkpoint checkpoints/fox/last.json"),
+    _row("wrong version", {}, ["eval"], "version", "format version 0", "pass --checkpoint checkpoints/fox/last.json"),
+    _row("both checkpoints damaged", {}, ["sample"], "both-json", "best.json is damaged: not valid JSON",
          "use another checkpoint or train again"),
-    _row("corrupted json", {}, ["sample"], "json", "is damaged: not valid JSON", "use another checkpoint or train again"),
-    _row("wrong version", {}, ["eval"], "version", "format version 0", "or train again"),
+    _row("empty stop string", {}, ["sample", "--stop", ""], "ok", "--stop must not be empty", "leave it out"),
     _row("--out is a file", {"c.txt": TEXT, "small.txt": "notes"}, ["train", "c.txt", "--out", "small.txt"], None,
          "--out small.txt is a file, not a directory", "choose a directory with --out"),
     _row("--resume --out a file", {"small.txt": "notes"}, ["train", "--resume", "--out", "small.txt"], None,

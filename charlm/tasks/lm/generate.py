@@ -47,6 +47,8 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sam
     """
     if not prime:
         raise CharlmError("the prime text (--seed) must not be empty")
+    if stop == "":  # it would be "found" before the first character, or (as it was) silently ignored
+        raise CharlmError("--stop must not be empty; leave it out to sample all of --length")
     unknown = vocab.unknown_chars(prime)
     if unknown:
         shown = ", ".join(repr(c) for c in unknown)
