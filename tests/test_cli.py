@@ -97,6 +97,42 @@ def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
     assert "\r" in vocab and "\ufeff" not in vocab
 
 
+def test_help_shows_flags_as_flags_and_tells_seed_from_rng_seed():
+    for argv in (["-h"], ["train", "-h"], ["sample", "--help"], ["eval", "-h"], ["corpus", "-h"],
+                 ["corpus", "list", "-h"]):
+        result = CliRunner().invoke(app, argv, env={"COLUMNS": "250"})
+        assert result.exit_code == 0 and "Usage" in result.output, result.output
+        assert "<bool>" not in result.output and "<list[" not in result.output, result.output
+    lines = CliRunner().invoke(app, ["train", "-h"], env={"COLUMNS": "250"}).output.splitlines()
+    resume = next(line for line in lines if "--resume" in line)
+    assert "<" not in resume.split("continue")[0]  # nothing between the flag and its help: it takes no value
+    lines = CliRunner().invoke(app, ["sample", "-h"], env={"COLUMNS": "250"}).output.splitlines()
+    assert "for reproducible samples use --rng-seed" in next(line for line in lines if line.startswith("│ --seed "))
+    assert "(--seed is the prime text)" in next(line for line in lines if line.startswith("│ --rng-seed"))
+
+
+def test_version_and_shell_completion():
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout == "charlm 0.1.0\n"
+    completed = CliRunner().invoke(app, [], prog_name="charlm", env={"_CHARLM_COMPLETE": "complete_bash",
+                                                                    "COMP_WORDS": "charlm tr", "COMP_CWORD": "1"})
+    assert completed.exit_code == 0 and completed.stdout == "train\n"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "-h"], ["corpus", "list"], ["sample", "--length", "100"]])
+def test_a_reader_that_leaves_early_is_not_an_error(argv, trained_run, tmp_path):
+    # `charlm ... | head -1`: here the reader has gone before the first line, so every write fails
+    _setup_run(trained_run, tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "charlm", *argv], cwd=tmp_path, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
+
+
 def _setup_run(trained_run, tmp_path, damage=None):
     shutil.copytree(trained_run / "run", tmp_path / "checkpoints" / "fox")
     shutil.copy(trained_run / "fox.txt", tmp_path / "fox.txt")

@@ -18,12 +18,14 @@ from charlm.tasks.lm.generate import default_prime, generate
 
 def sample(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; default: the newest run under checkpoints/"),
-    seed: Optional[str] = typer.Option(None, "--seed", help="prime text the sample continues", show_default="a newline"),
+    seed: Optional[str] = typer.Option(None, "--seed", help="prime text the sample continues (not a random "
+                                       "seed: for reproducible samples use --rng-seed)", show_default="a newline"),
     length: int = typer.Option(500, "--length", help="characters to generate"),
     temperature: float = typer.Option(1.0, "--temperature", help="randomness; 0 is greedy"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely characters; k above the vocabulary size keeps all"),
     top_p: float = typer.Option(1.0, "--top-p", help="sample from the smallest set of characters whose probability reaches p"),
-    rng_seed: Optional[int] = typer.Option(None, "--rng-seed", help="seed for reproducible samples"),
+    rng_seed: Optional[int] = typer.Option(None, "--rng-seed", help="random seed, for reproducible samples "
+                                           "(--seed is the prime text)"),
     stop: Optional[str] = typer.Option(None, "--stop", help="end the sample once this string is produced"),
     line_start: bool = typer.Option(True, "--line-start/--mid-line", help="read the seed as the start of a line (the model first reads an unprinted newline) or from a cold state"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
