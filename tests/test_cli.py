@@ -97,6 +97,15 @@ def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
     assert "\r" in vocab and "\ufeff" not in vocab
 
 
+def test_sample_says_on_stderr_which_run_it_picked(trained_run, tmp_path, monkeypatch):
+    _setup_run(trained_run, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    picked = CliRunner().invoke(app, ["sample", "--length", "5"])
+    assert picked.exit_code == 0 and picked.stderr == "charlm: sampling from checkpoints/fox/best.json (step 40)\n"
+    given = CliRunner().invoke(app, ["sample", "--length", "5", "--checkpoint", "checkpoints/fox"])
+    assert given.exit_code == 0 and given.stderr == ""
+
+
 def test_help_shows_flags_as_flags_and_tells_seed_from_rng_seed():
     for argv in (["-h"], ["train", "-h"], ["sample", "--help"], ["eval", "-h"], ["corpus", "-h"],
                  ["corpus", "list", "-h"]):

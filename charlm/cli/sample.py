@@ -41,6 +41,8 @@ def sample(
         seed = default_prime(loaded.vocab) if seed is None else seed
         chars = generate(loaded.model.to(target), loaded.vocab, seed, length, options, generator, stop=stop,
                          line_start=line_start)
+        if checkpoint is None:  # picked for the user (and every input checked): say which
+            typer.echo(f"charlm: sampling from {loaded.path} (step {loaded.record.get('step')})", err=True)
         stream = sys.stdout
         stream.write(seed)
         stream.flush()
