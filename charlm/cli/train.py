@@ -87,7 +87,7 @@ def train(
         preset = load_config_file(config) if config else {}
         if resume:
             run_dir = out or DEFAULT_ROOT / run_name(arguments)
-            resolved = resumed_config(run_dir, {**preset, **flags})
+            resolved = resumed_config(run_dir, flags, preset, config)
         else:
             named = named_corpus_of(arguments)
             if named and "tokenizer" not in {**preset, **flags}:

@@ -36,14 +36,24 @@ FIXED_ON_RESUME = ("task", "cell", "hidden_size", "num_layers", "embedding_size"
 CARRY_PREFIX = "hidden."
 
 
-def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The stored config of the run in run_dir, with the given flags applied on top."""
+def resumed_config(run_dir: Path, overrides: dict[str, Any], preset: dict[str, Any] | None = None,
+                   preset_path: Path | None = None) -> TrainConfig:
+    """The stored config of the run in run_dir, with a preset (--config) and then the flags on top.
+
+    A setting that cannot change is blamed on where it came from: the flag,
+    or the preset file (the user may never have typed its flag).
+    """
     record = recorded_run(run_dir)
+    preset = preset or {}
     for key in FIXED_ON_RESUME:
-        if key in overrides and overrides[key] != stored_value(record["config"], key):
-            raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming "
-                              f"(the run uses {stored_value(record['config'], key)!r})")
-    return build_config(record["config"], overrides)
+        stored = stored_value(record["config"], key)
+        if key in overrides and overrides[key] != stored:
+            raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming (the run uses {stored!r})")
+        if key not in overrides and key in preset and preset[key] != stored:
+            raise CharlmError(f"{key} = {preset[key]!r} in {preset_path or 'the --config preset'} differs from "
+                              f"the run's {stored!r}, and it cannot change when resuming; resume without "
+                              "--config, or with a preset that matches the run")
+    return build_config(record["config"], preset, overrides)
 
 
 def recorded_run(run_dir: Path) -> dict:
