@@ -1,5 +1,7 @@
 """The command line end to end: the real entry point, and a one-line answer to every bad input."""
 
+import gzip
+import io
 import json
 import os
 import shutil
@@ -7,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -174,6 +177,14 @@ def _setup_run(trained_run, tmp_path, damage=None):
 
 TINY = str(REPO / "configs" / "tiny.toml")
 
+
+def _zipped(name: str, text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr(name, text)
+    return buffer.getvalue()
+
+
 def _row(name, files, argv, run_setup, problem, way_out):
     """files: relative path -> content (str or bytes), or None for an empty directory.
     problem, way_out: what the message must say is wrong, and how to put it right (None: not yet, see below)."""
@@ -258,6 +269,18 @@ BAD_INPUTS = [
          "choose an empty or new directory"),
     _row("--config a directory", {"c.txt": TEXT, "confs": None}, ["train", "c.txt", "--config", "confs"], None,
          "--config confs is a directory", "give a TOML file"),
+    _row("named corpus misspelt", {}, ["train", "tinyshakespear"], None, "corpus file tinyshakespear does not exist",
+         "did you mean the named corpus tinyshakespeare?"),
+    _row("gzip file", {"c.txt.gz": gzip.compress(TEXT.encode())}, ["train", "c.txt.gz"], None,
+         "c.txt.gz is gzip-compressed, not UTF-8 text", "gunzip -k c.txt.gz"),
+    _row("zip file", {"c.zip": _zipped("c.txt", TEXT)}, ["train", "c.zip"], None, "c.zip is a zip archive",
+         "unzip c.zip"),
+    _row("UTF-16 file", {"u.txt": TEXT.encode("utf-16")}, ["train", "u.txt"], None, "u.txt is UTF-16 text",
+         "iconv -f UTF-16 -t UTF-8 u.txt"),
+    _row("UTF-16 without a BOM", {"u.txt": TEXT.encode("utf-16-le")}, ["train", "u.txt"], None,
+         "u.txt is UTF-16 text", "iconv -f UTF-16LE -t UTF-8 u.txt"),
+    _row("UTF-16 in a directory", {"d/u.txt": TEXT.encode("utf-16")}, ["train", "d"], None,
+         "skipped d/u.txt: it is UTF-16 text", "iconv -f UTF-16 -t UTF-8 d/u.txt"),
     _row("resume with a preset that changes the model", {"big.toml": "hidden_size = 64\n"},
          ["train", "--resume", "--out", "checkpoints/fox", "--config", "big.toml"], "ok",
          "hidden_size = 64 in big.toml differs from the run's 32", "resume without --config"),
