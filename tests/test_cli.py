@@ -90,7 +90,7 @@ def test_skip_unknown_scores_the_rest(trained_run, tmp_path):
     assert figures["skipped"] == 2 and figures["characters"] == len("the fox jumps over") - 1
 
 
-def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
+def test_bom_and_crlf_corpus_trains_and_samples_with_crlf_around_its_output(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("crlf.txt").write_bytes(b"\xef\xbb\xbf" + TEXT.replace("\n", "\r\n").encode())
     result = CliRunner().invoke(app, ["train", "crlf.txt", "--config", str(REPO / "configs" / "tiny.toml"),
@@ -98,6 +98,11 @@ def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     vocab = json.loads(Path("checkpoints/crlf/last.json").read_text())["vocab"]
     assert "\r" in vocab and "\ufeff" not in vocab
+    # the prime (a line end by default, or a typed seed's line ends) and the closing line end are CRLF
+    for seed, starts in ((), b"\r\n"), (("--seed", "the\nfox"), b"the\r\nfox"):
+        sampled = CliRunner().invoke(app, ["sample", "--length", "20", "--rng-seed", "1", *seed])
+        assert sampled.exit_code == 0, sampled.output
+        assert sampled.stdout_bytes.startswith(starts) and sampled.stdout_bytes.endswith(b"\r\n")
 
 
 def test_sample_says_on_stderr_which_run_it_picked(trained_run, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from charlm.decode.sampling import SamplingOptions
 from charlm.engine.runtime import make_generator, resolve_device
 from charlm.errors import CharlmError
 from charlm.runs import load_checkpoint
-from charlm.tasks.lm.generate import default_prime, generate
+from charlm.tasks.lm.generate import default_prime, generate, line_ending, with_line_ending
 
 
 def sample(
@@ -38,7 +38,7 @@ def sample(
         loaded = load_checkpoint(checkpoint)
         target = resolve_device(device)
         generator = make_generator(rng_seed, target)
-        seed = default_prime(loaded.vocab) if seed is None else seed
+        seed = default_prime(loaded.vocab) if seed is None else with_line_ending(loaded.vocab, seed)
         chars = generate(loaded.model.to(target), loaded.vocab, seed, length, options, generator, stop=stop,
                          line_start=line_start)
         if checkpoint is None:  # picked for the user (and every input checked): say which
@@ -49,5 +49,5 @@ def sample(
         for char in chars:
             stream.write(char)
             stream.flush()
-        stream.write("\n")
+        stream.write(line_ending(loaded.vocab))  # a CRLF corpus's model writes CRLF around its sample
         stream.flush()

@@ -17,9 +17,24 @@ from charlm.tasks.lm.model import CharRNN
 from charlm.text.vocab import Vocab
 
 
+def line_ending(vocab: Vocab) -> str:
+    """The line ending of the text the model learned: CRLF if its characters include CR and LF, else LF.
+
+    (A byte-level model's vocabulary is every byte, so it cannot tell: LF.)
+    """
+    crlf = vocab.tokenizer == "chars" and "\r" in vocab.chars and "\n" in vocab.chars
+    return "\r\n" if crlf else "\n"
+
+
+def with_line_ending(vocab: Vocab, text: str) -> str:
+    """text with its line ends written as the model's corpus writes them (a typed seed has LF)."""
+    ending = line_ending(vocab)
+    return text if ending == "\n" else text.replace("\r\n", "\n").replace("\n", ending)
+
+
 def default_prime(vocab: Vocab) -> str:
-    """A newline (samples then start like a fresh line), or the first character the model knows."""
-    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+    """A line end (samples then start like a fresh line), or the first character the model knows."""
+    return line_ending(vocab) if "\n" in vocab.chars else vocab.chars[0]
 
 
 def line_start_context(vocab: Vocab, prime: str) -> str:
@@ -31,9 +46,9 @@ def line_start_context(vocab: Vocab, prime: str) -> str:
     after "\ndef" 99.5%. A newline first puts it at the start of a line, which
     is what a seed almost always is.
     """
-    if prime.startswith("\n") or vocab.unknown_chars("\n"):
+    if prime.startswith(("\n", "\r")) or vocab.unknown_chars("\n"):
         return ""
-    return "\n"
+    return line_ending(vocab)
 
 
 def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: SamplingOptions,
