@@ -180,7 +180,7 @@ print("finished", flush=True)
 
 
 # fsyncs 1-2: start.json and its folder; 3-12: the first round (step 10) of best and last
-@pytest.mark.parametrize("hang_at", [13, 15, 16, 19, 21, 22])
+@pytest.mark.parametrize("hang_at", [13] + [pytest.param(n, marks=pytest.mark.slow) for n in (15, 16, 19, 21, 22)])
 def test_a_kill_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path, hang_at):
     import signal
     import subprocess

@@ -27,6 +27,7 @@ def charlm(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_sample_eval_through_the_real_entry_point(tmp_path):
     (tmp_path / "fox.txt").write_text(TEXT)
     trained = charlm("train", "fox.txt", "--config", REPO / "configs" / "tiny.toml", cwd=tmp_path)
@@ -136,7 +137,9 @@ def test_version_and_shell_completion():
     assert completed.exit_code == 0 and completed.stdout == "train\n"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "-h"], ["corpus", "list"], ["sample", "--length", "100"]])
+@pytest.mark.parametrize("argv", [["--help"], ["sample", "--length", "100"],
+                                  *(pytest.param(argv, marks=pytest.mark.slow) for argv in (["train", "-h"],
+                                                                                         ["corpus", "list"]))])
 def test_a_reader_that_leaves_early_is_not_an_error(argv, trained_run, tmp_path):
     # `charlm ... | head -1`: here the reader has gone before the first line, so every write fails
     _setup_run(trained_run, tmp_path)
@@ -345,8 +348,8 @@ def test_bad_input_gets_one_line_and_changes_nothing(files, argv, run_setup, pro
 
 @pytest.mark.parametrize("argv, words", [
     (["train", "--hidden-size", "abc"], "--hidden-size"),
-    (["train", "--bogus"], "No such option: --bogus"),
-    (["sample", "--top-k"], "--top-k"),
+    pytest.param(["train", "--bogus"], "No such option: --bogus", marks=pytest.mark.slow),
+    pytest.param(["sample", "--top-k"], "--top-k", marks=pytest.mark.slow),
     (["train", "--max-steps", "12x"], "'--max-steps': must be a whole number or none"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
@@ -395,6 +398,7 @@ def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch):
                                                    "Permission denied"), result.stderr
 
 
+@pytest.mark.slow
 def test_a_bound_set_by_a_preset_can_be_cleared_from_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "fox.txt").write_text(TEXT)
     monkeypatch.chdir(tmp_path)
@@ -444,7 +448,7 @@ def test_ctrl_c_while_torch_imports_is_noted_and_ends_the_command():
     assert "Usage" not in done.stdout  # the command did not go on
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("delay", [pytest.param(0.3, marks=pytest.mark.slow), 1.0, 2.5])
 def test_ctrl_c_at_any_moment_of_startup_exits_130_with_one_line(tmp_path, delay):
     # From torch's import to the first steps, each moment has its own handler
     # (launch.py, Typer, user_errors, the stop flag); none may show a traceback.

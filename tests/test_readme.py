@@ -1,4 +1,4 @@
-"""The README is true: its quick start needs nothing outside a fresh clone."""
+"""The README is true: its quick start needs nothing outside a fresh clone, and CI runs the slow tests too."""
 
 import re
 import shlex
@@ -37,3 +37,7 @@ def test_the_quick_start_needs_nothing_outside_the_repository():
             if params.get("text"):
                 assert (REPO / params["text"]).is_file(), params["text"]
 
+
+def test_ci_runs_the_default_suite_and_the_slow_tests():
+    steps = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "\npython -m pytest -q\n" in steps and "\npython -m pytest -q -m slow\n" in steps

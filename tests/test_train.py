@@ -22,6 +22,7 @@ def _events(corpus_path, config, run_dir, **kwargs):
     return list(train(LanguageModelTask(read_corpus(corpus_path), config), run_dir, **kwargs))
 
 
+@pytest.mark.slow
 def test_memorises_a_repeated_string_then_greedily_reproduces_it(tmp_path, text_file, tiny_config):
     config = tiny_config.replace(hidden_size=64, max_steps=250, eval_every=250, warmup_steps=10,
                                  seq_len=32, batch_size=8, min_lr_ratio=0.3)
