@@ -161,7 +161,7 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
     preset = load_config_file(Path(config)) if config else {}
     run_dir = Path(out) if out is not None else DEFAULT_ROOT / run_name(arguments)
     if resume:
-        resolved = resumed_config(run_dir, {**preset, **settings})
+        resolved = resumed_config(run_dir, settings, preset, Path(config) if config else None)
     else:
         named = named_corpus_of(arguments)
         layers = {**preset, **settings}
