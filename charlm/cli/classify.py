@@ -129,7 +129,7 @@ def evaluate_run(loaded, path: Path | None, skip_unknown: bool, device, precisio
     """`charlm eval` of a classifier: accuracy, macro-F1, per-class figures and the confusion matrix."""
     from rich.console import Console
 
-    from charlm.report.confusion import confusion_table, legend, per_class_table
+    from charlm.report.confusion import confusion_table, legend, per_class_table, scored
     from charlm.tasks.classify.inference import evaluate_classifier
 
     report = evaluate_classifier(loaded, path, skip_unknown=skip_unknown, device=device, precision=precision)
@@ -149,5 +149,7 @@ def evaluate_run(loaded, path: Path | None, skip_unknown: bool, device, precisio
                  f"  loss          {report.loss:.4f} nats (mean cross-entropy over text-label pairs)", ""):
         console.print(line, markup=False)
     console.print(per_class_table(report.classes, scores))
+    if not all(scored(scores)):
+        console.print("  – : neither present nor predicted, left out of macro-F1", markup=False)
     console.print(f"\nconfusion matrix ({legend(colour)})", markup=False)
     console.print(confusion_table(report.classes, scores["confusion"], colour))

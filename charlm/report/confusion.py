@@ -40,13 +40,24 @@ def row_shares(confusion: list[list[int]]) -> list[list[float]]:
     return [[count / total if (total := sum(row)) else 0.0 for count in row] for row in confusion]
 
 
+def scored(scores: dict) -> list[bool]:
+    """Whether each class counts in macro-F1: it has true examples or predictions (else its figures say nothing)."""
+    confusion = scores["confusion"]
+    return [sum(confusion[i]) > 0 or sum(row[i] for row in confusion) > 0 for i in range(len(confusion))]
+
+
+def _figure(scores: dict, key: str, index: int, counted: bool) -> str:
+    return f"{scores[key][index]:.3f}" if counted else "–"
+
+
 def per_class_table(classes: list[str], scores: dict) -> Table:
+    """Precision, recall, F1 and support per class; – for a class neither present nor predicted."""
     table = Table(box=None, pad_edge=False)
     for name, justify in (("class", "left"), ("precision", "right"), ("recall", "right"), ("F1", "right"),
                           ("support", "right")):
         table.add_column(name, justify=justify)
-    for i, name in enumerate(classes):
-        table.add_row(name, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}", f"{scores['f1'][i]:.3f}",
+    for i, (name, counted) in enumerate(zip(classes, scored(scores))):
+        table.add_row(name, *(_figure(scores, key, i, counted) for key in ("precision", "recall", "f1")),
                       f"{scores['support'][i]:,}")
     return table
 
@@ -90,14 +101,16 @@ def confusion_html(classes: list[str], scores: dict, run: str) -> str:
                          f'color:{ink_for(background)}">{f"{count:,}" if count else "·"}</td>')
         rows.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}</tr>")
     per_class = "".join(
-        f"<tr><td>{escape(name)}</td>" + "".join(f'<td data-value="{scores[key][i]!r}">{scores[key][i]:.3f}</td>'
-                                                 for key in ("precision", "recall", "f1"))
+        f"<tr><td>{escape(name)}</td>"
+        + "".join(f'<td data-value="{scores[key][i]!r}">{_figure(scores, key, i, counted)}</td>'
+                  for key in ("precision", "recall", "f1"))
         + f'<td data-value="{scores["support"][i]}">{scores["support"][i]:,}</td></tr>'
-        for i, name in enumerate(classes))
+        for i, (name, counted) in enumerate(zip(classes, scored(scores))))
     return (f"<p>Accuracy <b data-value=\"{scores['accuracy']!r}\">{scores['accuracy']:.4f}</b>, macro-F1 "
             f"<b data-value=\"{scores['macro_f1']!r}\">{scores['macro_f1']:.4f}</b> on "
             f"{sum(map(sum, confusion)):,} validation texts, at the best checkpoint.</p>"
             f'<table class="confusion" data-run="{escape(run)}"><tr><th>true \\ predicted</th>{head}</tr>'
             f"{''.join(rows)}</table><p class='muted'>{escape(legend(True))}; hover a cell for its numbers.</p>"
             f'<table class="per-class" data-run="{escape(run)}"><tr><th>class</th><th>precision</th><th>recall</th>'
-            f"<th>F1</th><th>support</th></tr>{per_class}</table>")
+            f"<th>F1</th><th>support</th></tr>{per_class}</table><p class='muted'>– : a class neither present nor "
+            "predicted, left out of macro-F1.</p>")

@@ -190,9 +190,11 @@ class ClassifyTask:
 
     @torch.inference_mode()
     def preview(self, model, device, seed: int) -> str:
-        """A few validation texts, drawn by the seed: text, true class, predicted class and its probability."""
-        rows = np.sort(np.random.default_rng(seed).choice(len(self.val), min(PREVIEW_TEXTS, len(self.val)),
-                                                          replace=False))
+        """A few validation texts of different classes, drawn by the seed: text, true and predicted class."""
+        generator = np.random.default_rng(seed)
+        present = np.unique(self.val.labels)  # primary labels
+        shown = np.sort(generator.choice(present, min(PREVIEW_TEXTS, len(present)), replace=False))
+        rows = np.array([generator.choice(np.flatnonzero(self.val.labels == label)) for label in shown])
         was_training = model.training
         model.eval()
         try:
