@@ -193,6 +193,8 @@ def test_the_report_shows_the_recorded_confusion_matrix(root, tmp_path):
     cells = _confusion_cells(out.read_text())
     record = json.loads((root / "checkpoints" / "markers" / "best.json").read_text())
     assert cells == record["validation"]["confusion"]
+    model = load_checkpoint(root / "checkpoints" / "markers").model
+    assert f'data-value="{sum(p.numel() for p in model.parameters())}"' in out.read_text()  # the runs table
 
 
 def _confusion_cells(html: str) -> list[list[int]]:

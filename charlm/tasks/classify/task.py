@@ -72,6 +72,7 @@ class ClassifyTask:
         self.warnings: list[str] = []
         self.skipped_long = 0
         self.last: Scored | None = None  # the latest evaluation, recorded with the checkpoint
+        self.parameters: int | None = None
 
     # -- data ------------------------------------------------------------------
 
@@ -139,7 +140,9 @@ class ClassifyTask:
                               bidirectional=c.bidirectional, dropout=c.dropout)
 
     def build_model(self) -> CharClassifier:
-        return CharClassifier(self.spec())
+        model = CharClassifier(self.spec())
+        self.parameters = model.num_parameters()  # recorded: the report shows it without torch
+        return model
 
     def model_summary(self) -> str:
         c = self.config
@@ -148,7 +151,8 @@ class ClassifyTask:
 
     def record(self) -> dict:
         counts = self.records.facts()["class_counts"]
-        record = {"model": self.spec().to_dict(), "vocab": self.vocab.to_json(), "classes": list(self.classes),
+        record = {"model": self.spec().to_dict(), "num_parameters": self.parameters, "vocab": self.vocab.to_json(),
+                  "classes": list(self.classes),
                   "class_counts": {c: counts[c] for c in self.classes}, "data": self.data_facts(),
                   "split": {"train_examples": len(self.train), "val_texts": len(self.val)}}
         if self.weights is not None:
