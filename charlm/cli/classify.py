@@ -29,8 +29,8 @@ READ_BYTES = 1 << 16
 
 
 def classify(
-    texts: Optional[list[str]] = typer.Argument(None, help="texts to classify; - or none: read one per line "
-                                                           "from stdin"),
+    texts: Optional[list[str]] = typer.Argument(None, metavar="TEXT", help="texts to classify; - or none: read "
+                                                                          "one per line from stdin"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; "
                                               "default: the newest run under checkpoints/"),
     top_k: int = typer.Option(3, "--top-k", help="classes shown per text, most likely first"),

@@ -118,7 +118,7 @@ class ClassifyTask:
         counts = facts["class_counts"]
         smallest = min(counts, key=counts.get)
         where = facts["files"][0] if len(facts["files"]) == 1 else f"{len(facts['files'])} class files"
-        train_texts = len({text for text in self.train.texts})
+        train_texts = len(set(self.train.texts))
         return "; ".join([
             f"records {where}: {facts['records']:,} ({facts['distinct']:,} distinct texts"
             + (f", {facts['blank_lines']:,} blank lines skipped" if facts["blank_lines"] else "")
