@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from charlm.config_hints import explain_toml_error, unknown_key_hint
 from charlm.errors import ConfigError
 
-TASKS = ("lm", "lines")
+TASKS = ("lm", "lines", "classify")
 CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,7 +29,11 @@ BOUNDS = ("max_steps", "epochs", "time_budget")  # training stops at whichever c
 OPTIONAL_COUNTS = ("max_steps", "epochs", "patience")  # whole numbers that "none" unsets
 # Defaults that differ by task, between the dataclass defaults and a preset.
 # A record is a few dozen characters, not a 128-character window: more per batch.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {"lines": {"batch_size": 64, "eval_every": 250}}
+# A classifier reads each text once per example: a small bidirectional GRU (bench/classify_quality.py).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lines": {"batch_size": 64, "eval_every": 250},
+    "classify": {"cell": "gru", "hidden_size": 128, "num_layers": 1, "batch_size": 64, "eval_every": 250},
+}
 UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
 # The numpy engine runs on the CPU in its own dtype: "auto" there means the CPU, without autocast.
 ENGINE_AUTO: dict[str, dict[str, str]] = {"numpy": {"device": "cpu", "precision": "fp32"}}
@@ -42,12 +46,15 @@ def _field(default: Any, help: str, **rules: Any) -> Any:
 
 LM = ("lm",)
 LINES = ("lines",)
+CLASSIFY = ("classify",)
+SELECT_BY = {"loss": "val_loss", "accuracy": "val_accuracy", "macro-f1": "val_macro_f1"}  # --select-by -> metric
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    task: str = _field("lm", "what to learn: lm (the next character of a stream of text) or lines "
-                             "(whole records, one per line, optionally per class)", choices=TASKS)
+    task: str = _field("lm", "what to learn: lm (the next character of a stream of text), lines "
+                             "(whole records, one per line, optionally per class) or classify (the label of "
+                             "each record)", choices=TASKS)
     # model
     cell: str = _field("lstm", "recurrent cell: rnn (tanh), lstm or gru", choices=CELLS)
     hidden_size: int = _field(256, "units per recurrent layer", min=1)
@@ -64,20 +71,26 @@ class TrainConfig:
                                       min=0.0, below=1.0, tasks=LM + LINES)
     tie_weights: bool = _field(False, "the output layer reuses the embedding matrix (with a projection when the "
                                       "hidden size differs)", tasks=LM + LINES)
+    bidirectional: bool = _field(True, "read each text both ways and classify from the final states of both "
+                                       "directions", tasks=CLASSIFY)
     # data
     seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1, tasks=LM)
-    batch_size: int = _field(32, "parallel streams (lm) or records (lines) per step", min=1)
+    batch_size: int = _field(32, "parallel streams (lm) or records (lines, classify) per step", min=1)
     val_frac: float = _field(0.1, "fraction held out for validation: the end of the text (lm), "
-                                  "a seeded random set of distinct records (lines)", above=0.0, below=1.0)
+                                  "a seeded random set of distinct records (lines), of each class's distinct "
+                                  "texts (classify)", above=0.0, below=1.0)
     normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training", tasks=LM)
     tokenizer: str = _field("chars", "chars (the text's Unicode characters) or bytes (its 256 UTF-8 byte values)",
                             choices=("chars", "bytes"), tasks=LM)
     max_length: int = _field(256, "longest record in characters; a longer one is an error unless skip_long",
-                             min=1, tasks=LINES)
+                             min=1, tasks=LINES + CLASSIFY)
     skip_long: bool = _field(False, "skip records longer than max_length (counted) instead of stopping",
-                             tasks=LINES)
+                             tasks=LINES + CLASSIFY)
     condition: bool = _field(True, "learn each record given its class when the data is labelled "
                                    "(a directory of class files or a TSV)", tasks=LINES)
+    class_weights: str = _field("none", "weigh each example's loss by its class: none, or balanced (every class "
+                                        "the same total weight, for imbalanced data)",
+                                choices=("none", "balanced"), tasks=CLASSIFY)
     # optimisation
     lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)
@@ -92,11 +105,13 @@ class TrainConfig:
     epochs: int | None = _field(None, "stop after this many passes over the training text; none to unset", min=1)
     time_budget: str | None = _field("3m", "stop after this much training time, e.g. 90s, 5m, 1h; none to unset")
     patience: int | None = _field(None, "stop after this many evaluations without a new best; none to unset", min=1)
+    select_by: str = _field("macro-f1", "the validation figure that picks the best checkpoint: loss, accuracy or "
+                                        "macro-f1", choices=tuple(SELECT_BY), tasks=CLASSIFY)
     # evaluation and logging
     eval_every: int = _field(500, "steps between validation passes and checkpoints", min=1)
     log_every: int = _field(10, "steps between progress updates", min=1)
-    sample_length: int = _field(200, "characters of sample (lm) shown at each evaluation, or with lines "
-                                     "whether to show sampled records; 0 for none", min=0)
+    sample_length: int = _field(200, "characters of sample (lm) shown at each evaluation, or with lines and "
+                                     "classify whether to show sampled records or predictions; 0 for none", min=0)
     # runtime
     device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps", choices=DEVICES)
     precision: str = _field("auto", "autocast precision of training: auto (bf16 where it is faster, else fp32), "

@@ -39,9 +39,18 @@ def evaluate(
     dynamic_segment: int = typer.Option(DynamicOptions.segment_len, "--dynamic-segment",
                                         help="characters scored, then learned from, at a time"),
 ) -> None:
-    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines)."""
+    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines);
+    accuracy, macro-F1 and the confusion matrix of a classifier."""
     with user_errors():
-        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines"), command="charlm eval")
+        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "classify"), command="charlm eval")
+        if loaded.task == "classify":
+            if exact or split != "val" or dynamic:
+                flag = "exact" if exact else "dynamic" if dynamic else "split"
+                raise CharlmError(f"--{flag} applies to language-model runs; a classifier scores whole texts")
+            from charlm.cli.classify import evaluate_run
+
+            evaluate_run(loaded, text, skip_unknown, resolve_device(device), precision, as_json)
+            return
         if loaded.task == "lines":
             if exact or split != "val":
                 raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; "

@@ -3,11 +3,12 @@
 Sections (each an element with the id in brackets): loss curves and other
 plots (curves), the runs' best figures and settings with their differences
 highlighted (runs), every evaluation with its figures and preview sample
-(evaluations), and for language models a validation excerpt coloured by
+(evaluations), for language models a validation excerpt coloured by
 surprisal (surprisal), each character's top predictions shown on hover by
-CSS alone. Figures keep full precision in `data-value` attributes, and each
-character its surprisal in `data-bits`, so the page can be checked by a
-program as well as read.
+CSS alone, and for classifiers the confusion matrix (task-views). Figures
+keep full precision in `data-value` attributes, and each character its
+surprisal in `data-bits`, so the page can be checked by a program as well as
+read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from charlm.report.colors import SURPRISAL, ink_for, legend_stops, visible
+from charlm.report.confusion import confusion_html
 from charlm.report.plots import Figure, run_color
 from charlm.report.runs import Run, lower_is_better, settings_table
 
@@ -214,11 +216,21 @@ def _text_view(view: TextView, index: int) -> str:
                f"(characters seen at least 3 times).</p>{hardest_table}" if hardest_table else ""))
 
 
+def _classifier_view(run: Run, index: int) -> str:
+    """A classifier's per-class figures and confusion matrix at its best checkpoint, as the record keeps them."""
+    title = f"<h3>{_swatch(index)}{escape(run.name)}: confusion matrix</h3>"
+    validation, classes = run.record.get("validation"), run.record.get("classes", [])
+    if not isinstance(validation, dict) or "confusion" not in validation:
+        return f'{title}<p class="muted">No confusion matrix recorded (no evaluation yet, or an older run).</p>'
+    return title + confusion_html(classes, validation, run.name)
+
+
 def render_report(runs: list[Run], figures: list[Figure], views: list[TextView], generated: str = "") -> str:
     """The whole page as one string."""
     names = ", ".join(run.name for run in runs)
     index = {run.name: i for i, run in enumerate(runs)}
-    other_tasks = sorted({run.task for run in runs if run.task != "lm"})
+    other_tasks = sorted({run.task for run in runs if run.task not in ("lm", "classify")})
+    classifiers = "".join(_classifier_view(run, i) for i, run in enumerate(runs) if run.task == "classify")
     sections = [
         ("curves", "Curves", _curves(figures)),
         ("runs", "Runs", _runs(runs)),
@@ -228,9 +240,10 @@ def render_report(runs: list[Run], figures: list[Figure], views: list[TextView],
         sections.append(("surprisal", "Surprisal", "<p>Each character's background shows how surprised the model "
                          "was to see it: its surprisal, −log₂ p, in bits.</p>"
                          + "".join(_text_view(view, index.get(view.run, 0)) for view in views)))
-    if other_tasks:
-        sections.append(("task-views", "Task views", f"<p class='muted'>No view for {escape(', '.join(other_tasks))} "
-                         "runs yet: their curves and figures are above.</p>"))
+    if other_tasks or classifiers:
+        sections.append(("task-views", "Task views", classifiers + (
+            f"<p class='muted'>No view for {escape(', '.join(other_tasks))} runs yet: their curves and figures are "
+            "above.</p>" if other_tasks else "")))
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>' for key, title, content in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>charlm report: {escape(names)}</title>'
