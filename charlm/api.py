@@ -6,6 +6,7 @@
     for char in run.stream("ROMEO:", length=300): ...
     stats = run.score("To be, or not to be")                 # nats/char, bits/char, perplexity, surprisal
     names = run.records(10, class_name="Italian")            # a records (--task lines) run
+    run.classify(["Satoshi", "Nguyen"])                      # a --task classify run
     for event in charlm.train("my.txt", hidden_size=128, time_budget="1m"): ...
 
 Errors are charlm's exception types (charlm.CharlmError and its kin) with
@@ -134,6 +135,16 @@ class Run:
                                  make_generator(seed, self._device), max_length=max_length, prefix=prefix,
                                  class_name=class_name, unique=unique)
         return [record.to_dict() for record in sampled]
+
+    def classify(self, texts: str | list[str], top_k: int = 3, strict: bool = False) -> list[dict]:
+        """Each text's `top_k` classes with probabilities (a `--task classify` run), as `charlm classify --json`
+        gives them: {"text", "class", "top": [{"class", "probability"}, ...]} or {"text", "error"}."""
+        from charlm.tasks.classify.inference import Classifier
+
+        self._require("classify", use="classify()")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return [answer.to_dict() for answer in Classifier(self._checkpoint, self._device).classify(texts, top_k,
+                                                                                                     strict)]
 
     def __repr__(self) -> str:
         return f"charlm.Run({str(self.path.parent)!r}, task={self.task!r})"
