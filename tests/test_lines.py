@@ -217,6 +217,7 @@ BAD = [
     (["sample", "--num-samples", "0"], "--num-samples must be at least 1"),
     (["sample", "--length", "9"], "--length applies to language-model runs"),
     (["eval", "--exact"], "--exact applies to language-model runs"),
+    (["eval", "--dynamic"], "--dynamic applies to language-model runs"),
     (["train", "two.tsv", "--task", "lines", "--seq-len", "9"], "seq_len (--seq-len) applies to --task lm"),
     (["train", "--resume", "--out", "checkpoints/two", "--task", "lm"], "--task cannot change when resuming"),
     (["train", "long.txt", "--task", "lines", "--max-length", "20"],
