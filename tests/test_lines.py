@@ -249,6 +249,26 @@ def test_bad_lines_input_is_one_line_and_writes_nothing(lines_run, argv, words):
     assert sorted(p.name for p in (lines_run / "checkpoints").iterdir()) == before
 
 
+def test_eval_scores_a_file_of_one_class_and_the_figures_add_up(lines_run):
+    # Training needs two classes; scoring a conditional model on one class's records needs one.
+    files = {"first.tsv": ["abca\tfirst", "cab\tfirst"], "second.tsv": ["xyzzy\tsecond"]}
+    files["both.tsv"] = files["first.tsv"] + files["second.tsv"]
+    scored = {}
+    for name, lines in files.items():
+        (lines_run / name).write_text("\n".join(lines) + "\n")
+        done = _charlm(lines_run, "eval", name, "--json", "--precision", "fp32")
+        assert done.returncode == 0, done.stderr
+        scored[name] = json.loads(done.stdout)
+    (lines_run / "one").mkdir(exist_ok=True)
+    (lines_run / "one" / "second.txt").write_text("xyzzy\n")
+    done = _charlm(lines_run, "eval", "one", "--json", "--precision", "fp32")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["nats_per_char"] == pytest.approx(scored["second.tsv"]["nats_per_char"])
+    first, second, both = scored["first.tsv"], scored["second.tsv"], scored["both.tsv"]
+    assert (first["characters"], second["characters"], both["characters"]) == (9, 6, 15)  # end symbols counted
+    assert both["nats_per_char"] == pytest.approx((9 * first["nats_per_char"] + 6 * second["nats_per_char"]) / 15)
+
+
 def test_skip_long_leaves_long_records_out_with_a_count(tmp_path):
     path = tmp_path / "r.txt"
     path.write_text("\n".join(["ab", "abc" * 20] + [n for n in NAMES] * 3) + "\n")

@@ -78,7 +78,8 @@ def evaluate_lines(checkpoint: Checkpoint, path: Path | None = None, skip_unknow
         records, _, val = recorded_records(checkpoint)
         encoded, dropped = _encode(checkpoint, records, val)
     else:
-        encoded, dropped = _encode(checkpoint, read_records(path), skip_unknown=skip_unknown)
+        # One class's records are fine to score (e.g. only Italian names); training needs two classes.
+        encoded, dropped = _encode(checkpoint, read_records(path, min_classes=1), skip_unknown=skip_unknown)
         if not len(encoded):
             raise CorpusError(f"every record of {path} has characters the model does not know; nothing to score")
     return evaluate_records(model, encoded, device, amp_dtype=amp_dtype, skipped=dropped)
