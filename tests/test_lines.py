@@ -218,6 +218,7 @@ BAD = [
     (["sample", "--length", "9"], "--length applies to language-model runs"),
     (["eval", "--exact"], "--exact applies to language-model runs"),
     (["eval", "--dynamic"], "--dynamic applies to language-model runs"),
+    (["eval", "odd.tsv"], "odd.tsv:2: 1 character(s) not in the model's vocabulary ('é'); pass --skip-unknown"),
     (["train", "two.tsv", "--task", "lines", "--seq-len", "9"], "seq_len (--seq-len) applies to --task lm"),
     (["train", "--resume", "--out", "checkpoints/two", "--task", "lm"], "--task cannot change when resuming"),
     (["train", "long.txt", "--task", "lines", "--max-length", "20"],
@@ -242,6 +243,7 @@ def test_bad_lines_input_is_one_line_and_writes_nothing(lines_run, argv, words):
     (lines_run / "running.txt").write_text("word " * 3000)
     (lines_run / "a.txt").write_text("a\n")
     (lines_run / "b.txt").write_text("b\n")
+    (lines_run / "odd.tsv").write_text("ab\tfirst\naé\tsecond\n")
     before = sorted(p.name for p in (lines_run / "checkpoints").iterdir())
     done = _charlm(lines_run, *argv)
     lines = done.stderr.strip().splitlines()
