@@ -99,3 +99,36 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(
     with pytest.raises(RuntimeError, match="third step"):
         list(train(task, tmp_path / "runs" / "new"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_stopped_between_its_first_best_and_last_checkpoint_is_no_loop_of_advice(tmp_path, text_file,
+                                                                                      tiny_config, monkeypatch):
+    # A second Ctrl-C (KeyboardInterrupt) or a kill while the first checkpoint is saved can leave best.json
+    # without last.json. A new run was told to --resume, and --resume to choose another --out or --resume.
+    import charlm.engine.loop as loop
+    from charlm.tasks.lm.task import LanguageModelTask
+    from charlm.text.corpus import read_corpus
+
+    real_save = loop.save_checkpoint
+
+    def interrupted_save(run_dir, kind, *args, **kwargs):
+        if kind == "last":
+            raise KeyboardInterrupt
+        return real_save(run_dir, kind, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_save)
+    corpus = text_file()
+    with pytest.raises(KeyboardInterrupt):
+        list(loop.train(LanguageModelTask(read_corpus(corpus), tiny_config), tmp_path / "run"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert (tmp_path / "run" / "best.json").is_file() and not (tmp_path / "run" / "last.json").exists()
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    for argv in (["train", corpus.name, "--out", "run", "--config", TINY], ["train", "--resume", "--out", "run"]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+            "charlm: error: run holds a model (best.json) but no resume state (last.json): its run was stopped "
+            "while saving its first checkpoint, so it cannot be continued; sample or evaluate it there, and "
+            "train again with another --out"], result.output
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert CliRunner().invoke(app, ["sample", "--checkpoint", "run", "--length", "5"]).exit_code == 0
