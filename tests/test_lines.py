@@ -1,6 +1,7 @@
 """The task `lines`: records one per line, per class; batches, padding, conditioning, resume, processes."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,6 +270,20 @@ def test_eval_scores_a_file_of_one_class_and_the_figures_add_up(lines_run):
     first, second, both = scored["first.tsv"], scored["second.tsv"], scored["both.tsv"]
     assert (first["characters"], second["characters"], both["characters"]) == (9, 6, 15)  # end symbols counted
     assert both["nats_per_char"] == pytest.approx((9 * first["nats_per_char"] + 6 * second["nats_per_char"]) / 15)
+
+
+def test_a_lines_run_trained_on_a_relative_path_evaluates_samples_and_resumes_from_elsewhere(lines_run, tmp_path):
+    # The run was trained in lines_run on "two.tsv"; its records are read again from any directory.
+    run = lines_run / "checkpoints" / "two"
+    scored = _charlm(tmp_path, "eval", "--checkpoint", str(run), "--json", "--precision", "fp32")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["records"] == json.loads((run / "last.json").read_text())["split"]["val_records"]
+    novelty = _charlm(tmp_path, "sample", "--checkpoint", str(run), "--novelty", "--num-samples", "2")
+    assert novelty.returncode == 0 and "2 records:" in novelty.stderr, novelty.stderr
+    shutil.copytree(run, tmp_path / "copy")
+    resumed = _charlm(tmp_path, "train", "--resume", "--out", "copy", "--max-steps", "12")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "copy" / "last.json").read_text())["step"] == 12
 
 
 def test_skip_long_leaves_long_records_out_with_a_count(tmp_path):

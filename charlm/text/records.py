@@ -53,7 +53,9 @@ class RecordSet:
 
     def facts(self) -> dict:
         """What a run records about its data."""
-        facts = {"source": self.source, "layout": self.layout, "files": self.files, "sha256": self.sha256, "records": len(self.texts),
+        # The source is read again (eval, --novelty, --resume) from wherever the command runs: absolute.
+        facts = {"source": str(Path(self.source).resolve()) if self.source else "", "layout": self.layout,
+                 "files": self.files, "sha256": self.sha256, "records": len(self.texts),
                  "distinct": self.distinct_texts(), "blank_lines": self.blank_lines}
         if self.labelled:
             counts = Counter(self.labels)
