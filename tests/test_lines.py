@@ -106,6 +106,18 @@ def _disjoint_alphabets(tmp_path):
     return path
 
 
+def test_eval_rebuilds_the_validation_figure_of_a_run_that_skipped_long_records(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(NAMES * 4 + [name * 5 for name in NAMES]) + "\n")  # a fifth are over 10 characters
+    config = _config(max_length=10, skip_long=True, val_frac=0.3, max_steps=10, eval_every=10, batch_size=4)
+    events = list(train(RecordsTask(read_records(path), config), tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert record["data"]["skipped_long"] > 0
+    stats = evaluate_lines(load_checkpoint(tmp_path / "run"), precision="fp32")
+    assert stats.records == record["split"]["val_records"]
+    assert stats.nats_per_char == pytest.approx(events[-1].best_score, abs=1e-6)
+
+
 def test_a_conditional_model_generates_only_its_own_classes_characters(tmp_path):
     run = tmp_path / "run"
     list(train(RecordsTask(read_records(_disjoint_alphabets(tmp_path)), _config(max_steps=200, eval_every=200)), run))

@@ -83,6 +83,8 @@ def evaluate_lines(checkpoint: Checkpoint, path: Path | None = None, skip_unknow
     model = checkpoint.model.to(device)
     if path is None:
         records, _, val = recorded_records(checkpoint)
+        if checkpoint.config.skip_long:  # as in training: the records over --max-length were left out
+            val = [i for i in val if len(records.texts[i]) <= checkpoint.config.max_length]
         encoded, dropped = _encode(checkpoint, records, val)
     else:
         # One class's records are fine to score (e.g. only Italian names); training needs two classes.
