@@ -298,6 +298,16 @@ def test_a_lines_run_trained_on_a_relative_path_evaluates_samples_and_resumes_fr
     assert json.loads((tmp_path / "copy" / "last.json").read_text())["step"] == 12
 
 
+def test_unique_records_are_distinct_and_a_shortfall_is_said_truly(lines_run):
+    done = _charlm(lines_run, "sample", "--num-samples", "6", "--unique", "--class", "first", "--rng-seed", "1")
+    assert done.returncode == 0 and len(set(done.stdout.splitlines())) == len(done.stdout.splitlines()) == 6
+    greedy = _charlm(lines_run, "sample", "--num-samples", "3", "--unique", "--temperature", "0", "--class", "first")
+    assert greedy.returncode == 0 and len(greedy.stdout.splitlines()) == 1  # greedy draws one record, every time
+    # 3 draws, then 2 in each of 19 more rounds: not "60 draws" (3 x 20), as it said
+    assert greedy.stderr.splitlines()[-1:] == ["charlm: only 1 distinct record(s) turned up in 20 rounds of drawing; a "
+                                          "higher --temperature (or --top-p 1) gives more variety"]
+
+
 def test_skip_long_leaves_long_records_out_with_a_count(tmp_path):
     path = tmp_path / "r.txt"
     path.write_text("\n".join(["ab", "abc" * 20] + [n for n in NAMES] * 3) + "\n")
