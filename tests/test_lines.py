@@ -238,6 +238,7 @@ BAD = [
      "1 record(s) are longer than --max-length 20, the first at long.txt:2"),
     (["train", "running.txt", "--task", "lines"], "for running text use --task lm"),
     (["train", "a.txt", "b.txt", "--task", "lines"], "--task lines reads one path"),
+    (["train", ".", "--task", "lines", "--include", "*.tsv"], "--include applies to --task lm; --task lines reads"),
 ]
 
 

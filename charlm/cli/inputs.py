@@ -49,6 +49,9 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
     if config.task == "lines":
         from charlm.tasks.lines.task import RecordsTask
 
+        if include:  # it would be ignored: a folder of records is read whole
+            raise CorpusError("--include applies to --task lm; --task lines reads every file of its folder "
+                              "(one per class), so give a folder holding only the classes to train on")
         if recorded is not None:
             arguments = [recorded["data"]["source"]]
         if len(arguments) != 1:
