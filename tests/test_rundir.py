@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm.cli import app
-from charlm.engine.rundir import FOREIGN, FREE, RUN, UNFINISHED, inspect
+from charlm.engine.rundir import FOREIGN, FREE, RUN, UNFINISHED, Contents, inspect
 from conftest import REPO
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
@@ -75,8 +75,12 @@ def test_what_a_run_directory_holds(tmp_path):
     (tmp_path / "mine" / "metrics.jsonl").write_text("")
     assert inspect(tmp_path / "mine").kind == FOREIGN
     (tmp_path / "started").mkdir()
-    for name in ("charlm.lock", "start.json", "metrics.jsonl", ".weights-best-00000500.safetensors.partial"):
+    for name in ("start.json", "metrics.jsonl", ".weights-best-00000500.safetensors.partial"):
         (tmp_path / "started" / name).write_text("")
+    # Without charlm's lock file (written first, left by a kill) these names are another tool's: a
+    # metrics.jsonl of someone else's was taken for an unfinished start, and deleted.
+    assert inspect(tmp_path / "started") == Contents(FOREIGN, stranger=".weights-best-00000500.safetensors.partial")
+    (tmp_path / "started" / "charlm.lock").write_text("charlm run lock\npid 4321\n")
     assert inspect(tmp_path / "started").kind == UNFINISHED
     (tmp_path / "started" / "last.json").write_text("{}")
     assert inspect(tmp_path / "started").kind == RUN
@@ -132,3 +136,17 @@ def test_a_run_stopped_between_its_first_best_and_last_checkpoint_is_no_loop_of_
             "train again with another --out"], result.output
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
     assert CliRunner().invoke(app, ["sample", "--checkpoint", "run", "--length", "5"]).exit_code == 0
+
+
+def test_a_directory_with_another_tools_metrics_is_not_taken_for_an_unfinished_start(tmp_path, text_file,
+                                                                                     monkeypatch):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "metrics.jsonl").write_text('{"epoch": 1, "accuracy": 0.93}\n')
+    text_file(name="fox.txt")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--out", "results", "--config", TINY, "--max-steps", "2"])
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+        "charlm: error: --out results holds files charlm did not write (metrics.jsonl); choose an empty or new "
+        "directory with --out"], result.output
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["metrics.jsonl"]
+    assert "accuracy" in (tmp_path / "results" / "metrics.jsonl").read_text()

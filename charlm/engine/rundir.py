@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.engine.checkpoint import KINDS
-from charlm.engine.lock import LOCK_NAME, RunLock, holder, in_use_error
+from charlm.engine.lock import LOCK_NAME, RunLock, holder, in_use_error, is_lock_file
 from charlm.errors import CheckpointError, RunDirectoryError
 from charlm.files import write_atomic
 
@@ -58,6 +58,10 @@ def inspect(run_dir: Path) -> Contents:
     if strangers:
         return Contents(FOREIGN, stranger=strangers[0])
     leftovers = tuple(entry for entry in entries if entry.name != LOCK_NAME)
+    if leftovers and not is_lock_file(run_dir / LOCK_NAME):
+        # charlm writes its lock file before anything else, and a kill leaves it: without it, a
+        # metrics.jsonl or start.json is another tool's (common names), not an unfinished start.
+        return Contents(FOREIGN, stranger=leftovers[0].name)
     return Contents(UNFINISHED, leftovers) if leftovers else Contents(FREE)
 
 
