@@ -164,7 +164,7 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
     preset `config` if given. Warnings that the CLI would print (skipped files) are not shown.
     """
     from charlm.cli.inputs import named_corpus_of, open_task, run_name
-    from charlm.config import differing_from_defaults, load_config_file
+    from charlm.config import load_config_file
     from charlm.engine.loop import train as train_run
     from charlm.engine.resume import recorded_run, resumed_config
 
@@ -179,7 +179,7 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
         if named and "tokenizer" not in layers and layers.get("task", "lm") == "lm":
             settings = dict(settings, tokenizer=named.tokenizer)
         resolved = build_config(preset, settings)
-    check_applicable(resolved, set(settings) | differing_from_defaults(preset))
+    check_applicable(resolved, set(settings), preset, Path(config) if config else None)
     recorded = recorded_run(run_dir) if resume and not arguments else None
     task = open_task(resolved, arguments, None, False, run_dir, recorded, quiet=True)
     return train_run(task, run_dir, resume=resume)

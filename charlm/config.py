@@ -181,13 +181,19 @@ def applies_to(name: str, task: str) -> bool:
     return task in TrainConfig.__dataclass_fields__[name].metadata.get("tasks", TASKS)
 
 
-def check_applicable(config: "TrainConfig", given: set[str] | list[str]) -> None:
-    """Refuse settings the user gave (preset or flag) that the run's task does not use."""
-    for name in given:
+def check_applicable(config: "TrainConfig", given: set[str] | list[str], preset: Mapping[str, Any] | None = None,
+                     preset_path: Path | None = None) -> None:
+    """Refuse settings the user gave (flags, `given`; or the preset's keys that differ from the
+    defaults) that the run's task does not use. A preset's key is blamed on the preset."""
+    from_preset = differing_from_defaults(preset or {}) - set(given)
+    for name in [*given, *sorted(from_preset)]:
         if name in TrainConfig.__dataclass_fields__ and not applies_to(name, config.task):
-            tasks = TrainConfig.__dataclass_fields__[name].metadata["tasks"]
-            raise ConfigError(f"{_label(name)} applies to --task {' or '.join(tasks)}, "
-                              f"not {config.task}; leave it out")
+            tasks = " or ".join(TrainConfig.__dataclass_fields__[name].metadata["tasks"])
+            if name in from_preset:
+                raise ConfigError(f"{name} = {preset[name]!r} in {preset_path or 'the --config preset'} applies to "
+                                  f"--task {tasks}, not {config.task}; remove it from the preset, or use one "
+                                  f"made for {config.task}")
+            raise ConfigError(f"{_label(name)} applies to --task {tasks}, not {config.task}; leave it out")
 
 
 def differing_from_defaults(values: Mapping[str, Any]) -> set[str]:

@@ -86,3 +86,19 @@ def test_the_printed_config_pasted_into_a_preset_gives_the_same_config():
     for config in [build_config({"max_steps": 5, "time_budget": "none"}), build_config({"epochs": 2}),
                    build_config({})]:
         assert build_config(tomllib.loads(format_config(config))) == config
+
+
+def test_a_task_specific_key_is_blamed_on_the_preset_that_set_it_and_a_preset_of_defaults_passes():
+    from charlm.config import check_applicable
+
+    default_path, tiny_path = REPO / "configs" / "default.toml", REPO / "configs" / "tiny.toml"
+    default = load_config_file(default_path)
+    check_applicable(build_config(default, {"task": "lines"}), {"task"}, default, default_path)  # seq_len = 128 too
+    tiny = load_config_file(tiny_path)
+    config = build_config(tiny, {"task": "lines"})
+    with pytest.raises(ConfigError) as raised:  # the user never typed --seq-len: tiny.toml's seq_len = 16 is the cause
+        check_applicable(config, {"task"}, tiny, tiny_path)
+    assert str(raised.value) == (f"seq_len = 16 in {tiny_path} applies to --task lm, not lines; remove it from "
+                                 "the preset, or use one made for lines")
+    with pytest.raises(ConfigError, match=r"^seq_len \(--seq-len\) applies to --task lm, not lines; leave it out$"):
+        check_applicable(build_config(tiny, {"task": "lines", "seq_len": 8}), {"task", "seq_len"}, tiny, tiny_path)

@@ -1,5 +1,6 @@
 """Dynamic evaluation: adapting while scoring lowers the loss on a text that repeats itself, never touches the model."""
 
+import json
 import random
 
 import pytest
@@ -62,3 +63,20 @@ def test_on_the_validation_split_the_dynamic_figure_is_below_the_static(trained,
 def test_bad_dynamic_options_are_one_line():
     with pytest.raises(CharlmError, match="--dynamic-method must be one of sgd, rms"):
         DynamicOptions(method="adam")
+
+
+def test_a_dynamic_option_without_dynamic_is_refused_not_ignored(trained):
+    from typer.testing import CliRunner
+
+    from charlm.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(trained.run_dir), "--dynamic-lr", "0.1"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "charlm: error: --dynamic-lr sets up dynamic evaluation; add --dynamic, or leave it out"]
+    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(trained.run_dir), "--dynamic", "--json",
+                                      "--dynamic-method", "rms", "--dynamic-segment", "100"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert (scored["method"], scored["lr"], scored["segment"], scored["decay"]) == ("rms", 0.0002, 100, 0.0001)
+    assert scored["dynamic_nats_per_char"] < scored["static_nats_per_char"]

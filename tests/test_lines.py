@@ -1,6 +1,7 @@
 """The task `lines`: records one per line, per class; batches, padding, conditioning, resume, processes."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,18 @@ def _disjoint_alphabets(tmp_path):
     path = tmp_path / "two.tsv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def test_eval_rebuilds_the_validation_figure_of_a_run_that_skipped_long_records(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(NAMES * 4 + [name * 5 for name in NAMES]) + "\n")  # a fifth are over 10 characters
+    config = _config(max_length=10, skip_long=True, val_frac=0.3, max_steps=10, eval_every=10, batch_size=4)
+    events = list(train(RecordsTask(read_records(path), config), tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert record["data"]["skipped_long"] > 0
+    stats = evaluate_lines(load_checkpoint(tmp_path / "run"), precision="fp32")
+    assert stats.records == record["split"]["val_records"]
+    assert stats.nats_per_char == pytest.approx(events[-1].best_score, abs=1e-6)
 
 
 def test_a_conditional_model_generates_only_its_own_classes_characters(tmp_path):
@@ -217,12 +230,15 @@ BAD = [
     (["sample", "--num-samples", "0"], "--num-samples must be at least 1"),
     (["sample", "--length", "9"], "--length applies to language-model runs"),
     (["eval", "--exact"], "--exact applies to language-model runs"),
+    (["eval", "--dynamic"], "--dynamic applies to language-model runs"),
+    (["eval", "odd.tsv"], "odd.tsv:2: 1 character(s) not in the model's vocabulary ('é'); pass --skip-unknown"),
     (["train", "two.tsv", "--task", "lines", "--seq-len", "9"], "seq_len (--seq-len) applies to --task lm"),
     (["train", "--resume", "--out", "checkpoints/two", "--task", "lm"], "--task cannot change when resuming"),
     (["train", "long.txt", "--task", "lines", "--max-length", "20"],
      "1 record(s) are longer than --max-length 20, the first at long.txt:2"),
     (["train", "running.txt", "--task", "lines"], "for running text use --task lm"),
     (["train", "a.txt", "b.txt", "--task", "lines"], "--task lines reads one path"),
+    (["train", ".", "--task", "lines", "--include", "*.tsv"], "--include applies to --task lm; --task lines reads"),
 ]
 
 
@@ -241,11 +257,56 @@ def test_bad_lines_input_is_one_line_and_writes_nothing(lines_run, argv, words):
     (lines_run / "running.txt").write_text("word " * 3000)
     (lines_run / "a.txt").write_text("a\n")
     (lines_run / "b.txt").write_text("b\n")
+    (lines_run / "odd.tsv").write_text("ab\tfirst\naé\tsecond\n")
     before = sorted(p.name for p in (lines_run / "checkpoints").iterdir())
     done = _charlm(lines_run, *argv)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and words in lines[0], done.stderr
     assert sorted(p.name for p in (lines_run / "checkpoints").iterdir()) == before
+
+
+def test_eval_scores_a_file_of_one_class_and_the_figures_add_up(lines_run):
+    # Training needs two classes; scoring a conditional model on one class's records needs one.
+    files = {"first.tsv": ["abca\tfirst", "cab\tfirst"], "second.tsv": ["xyzzy\tsecond"]}
+    files["both.tsv"] = files["first.tsv"] + files["second.tsv"]
+    scored = {}
+    for name, lines in files.items():
+        (lines_run / name).write_text("\n".join(lines) + "\n")
+        done = _charlm(lines_run, "eval", name, "--json", "--precision", "fp32")
+        assert done.returncode == 0, done.stderr
+        scored[name] = json.loads(done.stdout)
+    (lines_run / "one").mkdir(exist_ok=True)
+    (lines_run / "one" / "second.txt").write_text("xyzzy\n")
+    done = _charlm(lines_run, "eval", "one", "--json", "--precision", "fp32")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["nats_per_char"] == pytest.approx(scored["second.tsv"]["nats_per_char"])
+    first, second, both = scored["first.tsv"], scored["second.tsv"], scored["both.tsv"]
+    assert (first["characters"], second["characters"], both["characters"]) == (9, 6, 15)  # end symbols counted
+    assert both["nats_per_char"] == pytest.approx((9 * first["nats_per_char"] + 6 * second["nats_per_char"]) / 15)
+
+
+def test_a_lines_run_trained_on_a_relative_path_evaluates_samples_and_resumes_from_elsewhere(lines_run, tmp_path):
+    # The run was trained in lines_run on "two.tsv"; its records are read again from any directory.
+    run = lines_run / "checkpoints" / "two"
+    scored = _charlm(tmp_path, "eval", "--checkpoint", str(run), "--json", "--precision", "fp32")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["records"] == json.loads((run / "last.json").read_text())["split"]["val_records"]
+    novelty = _charlm(tmp_path, "sample", "--checkpoint", str(run), "--novelty", "--num-samples", "2")
+    assert novelty.returncode == 0 and "2 records:" in novelty.stderr, novelty.stderr
+    shutil.copytree(run, tmp_path / "copy")
+    resumed = _charlm(tmp_path, "train", "--resume", "--out", "copy", "--max-steps", "12")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "copy" / "last.json").read_text())["step"] == 12
+
+
+def test_unique_records_are_distinct_and_a_shortfall_is_said_truly(lines_run):
+    done = _charlm(lines_run, "sample", "--num-samples", "6", "--unique", "--class", "first", "--rng-seed", "1")
+    assert done.returncode == 0 and len(set(done.stdout.splitlines())) == len(done.stdout.splitlines()) == 6
+    greedy = _charlm(lines_run, "sample", "--num-samples", "3", "--unique", "--temperature", "0", "--class", "first")
+    assert greedy.returncode == 0 and len(greedy.stdout.splitlines()) == 1  # greedy draws one record, every time
+    # 3 draws, then 2 in each of 19 more rounds: not "60 draws" (3 x 20), as it said
+    assert greedy.stderr.splitlines()[-1:] == ["charlm: only 1 distinct record(s) turned up in 20 rounds of drawing; a "
+                                          "higher --temperature (or --top-p 1) gives more variety"]
 
 
 def test_skip_long_leaves_long_records_out_with_a_count(tmp_path):

@@ -41,3 +41,16 @@ def test_the_quick_start_needs_nothing_outside_the_repository():
 def test_ci_runs_the_default_suite_and_the_slow_tests():
     steps = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "\npython -m pytest -q\n" in steps and "\npython -m pytest -q -m slow\n" in steps
+
+
+def _section(heading: str) -> str:
+    return (REPO / "README.md").read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_flag_of_train_and_eval_is_documented_in_its_section():
+    commands = typer.main.get_command(app).commands
+    for name in ("train", "eval"):
+        section = _section(name)
+        for param in commands[name].params:
+            flags = [opt for opt in [*param.opts, *param.secondary_opts] if opt.startswith("--") and opt != "--help"]
+            assert not flags or any(f"`{flag}" in section or f"[{flag}" in section for flag in flags), (name, flags)

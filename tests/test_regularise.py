@@ -54,6 +54,27 @@ def test_weight_drop_uses_one_mask_for_the_whole_window():
     assert 0.4 < zeros < 0.6
 
 
+@pytest.mark.parametrize("regularisation", [{"weight_drop": 0.3}, {"embedding_dropout": 0.3}])
+def test_plain_dropout_between_layers_stays_on_beside_weight_or_embedding_dropout(regularisation):
+    # --dropout acts between layers (nn.LSTM's own) and before the head; with weight drop or embedding
+    # dropout the regularised path runs instead, and it must still drop between layers. The head's
+    # dropout is switched off here, so only the between-layer mask can make the two passes differ.
+    x = torch.randint(11, (12, 3))
+    differs = {}
+    for name, extra in (("plain", {}), ("regularised", regularisation)):
+        model = _model(dropout=0.5, **extra).train()
+        model.dropout.p = 0.0
+        with torch.no_grad():  # zero what weight drop and embedding dropout mask: their masks change nothing
+            for weight in (model.embedding.weight, model.rnn.weight_hh_l0, model.rnn.weight_hh_l1):
+                weight.zero_()
+        torch.manual_seed(4)
+        first, _ = model(x)
+        torch.manual_seed(5)
+        second, _ = model(x)
+        differs[name] = not torch.equal(first, second)
+    assert differs == {"plain": True, "regularised": True}
+
+
 def test_regularisation_is_off_in_evaluation():
     plain, regularised = _model(), _model(weight_drop=0.5, locked_dropout=0.3, embedding_dropout=0.2)
     regularised.load_state_dict(plain.state_dict())

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm.cli import app
-from charlm.engine.rundir import FOREIGN, FREE, RUN, UNFINISHED, inspect
+from charlm.engine.rundir import FOREIGN, FREE, RUN, UNFINISHED, Contents, inspect
 from conftest import REPO
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
@@ -75,8 +75,12 @@ def test_what_a_run_directory_holds(tmp_path):
     (tmp_path / "mine" / "metrics.jsonl").write_text("")
     assert inspect(tmp_path / "mine").kind == FOREIGN
     (tmp_path / "started").mkdir()
-    for name in ("charlm.lock", "start.json", "metrics.jsonl", ".weights-best-00000500.safetensors.partial"):
+    for name in ("start.json", "metrics.jsonl", ".weights-best-00000500.safetensors.partial"):
         (tmp_path / "started" / name).write_text("")
+    # Without charlm's lock file (written first, left by a kill) these names are another tool's: a
+    # metrics.jsonl of someone else's was taken for an unfinished start, and deleted.
+    assert inspect(tmp_path / "started") == Contents(FOREIGN, stranger=".weights-best-00000500.safetensors.partial")
+    (tmp_path / "started" / "charlm.lock").write_text("charlm run lock\npid 4321\n")
     assert inspect(tmp_path / "started").kind == UNFINISHED
     (tmp_path / "started" / "last.json").write_text("{}")
     assert inspect(tmp_path / "started").kind == RUN
@@ -99,3 +103,50 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(
     with pytest.raises(RuntimeError, match="third step"):
         list(train(task, tmp_path / "runs" / "new"))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_stopped_between_its_first_best_and_last_checkpoint_is_no_loop_of_advice(tmp_path, text_file,
+                                                                                      tiny_config, monkeypatch):
+    # A second Ctrl-C (KeyboardInterrupt) or a kill while the first checkpoint is saved can leave best.json
+    # without last.json. A new run was told to --resume, and --resume to choose another --out or --resume.
+    import charlm.engine.loop as loop
+    from charlm.tasks.lm.task import LanguageModelTask
+    from charlm.text.corpus import read_corpus
+
+    real_save = loop.save_checkpoint
+
+    def interrupted_save(run_dir, kind, *args, **kwargs):
+        if kind == "last":
+            raise KeyboardInterrupt
+        return real_save(run_dir, kind, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_save)
+    corpus = text_file()
+    with pytest.raises(KeyboardInterrupt):
+        list(loop.train(LanguageModelTask(read_corpus(corpus), tiny_config), tmp_path / "run"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert (tmp_path / "run" / "best.json").is_file() and not (tmp_path / "run" / "last.json").exists()
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    for argv in (["train", corpus.name, "--out", "run", "--config", TINY], ["train", "--resume", "--out", "run"]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+            "charlm: error: run holds a model (best.json) but no resume state (last.json): its run was stopped "
+            "while saving its first checkpoint, so it cannot be continued; sample or evaluate it there, and "
+            "train again with another --out"], result.output
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    assert CliRunner().invoke(app, ["sample", "--checkpoint", "run", "--length", "5"]).exit_code == 0
+
+
+def test_a_directory_with_another_tools_metrics_is_not_taken_for_an_unfinished_start(tmp_path, text_file,
+                                                                                     monkeypatch):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "metrics.jsonl").write_text('{"epoch": 1, "accuracy": 0.93}\n')
+    text_file(name="fox.txt")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--out", "results", "--config", TINY, "--max-steps", "2"])
+    assert result.exit_code == 1 and result.stderr.strip().splitlines() == [
+        "charlm: error: --out results holds files charlm did not write (metrics.jsonl); choose an empty or new "
+        "directory with --out"], result.output
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["metrics.jsonl"]
+    assert "accuracy" in (tmp_path / "results" / "metrics.jsonl").read_text()

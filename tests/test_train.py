@@ -120,6 +120,26 @@ def test_non_finite_from_the_first_step_says_nothing_was_saved(tmp_path, text_fi
     assert "checkpoint is in" not in str(raised.value)
 
 
+def test_a_non_finite_validation_score_is_never_the_best_and_the_run_carries_on(tmp_path, text_file, tiny_config,
+                                                                                monkeypatch):
+    # Finite weights can still score NaN (an overflow in a reduced-precision pass). It was taken as the first
+    # best, and saving it failed (JSON has no NaN) with a traceback, between best.json and last.json.
+    from charlm.engine.task import Evaluation
+
+    real = LanguageModelTask.evaluate
+    calls = []
+
+    def nan_first(self, *args, **kwargs):
+        calls.append(1)
+        return Evaluation({"val_loss": float("nan")}) if len(calls) == 1 else real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanguageModelTask, "evaluate", nan_first)
+    events = _events(text_file(), tiny_config, tmp_path / "run")
+    assert [e.is_best for e in events if isinstance(e, Evaluated)] == [False, True]
+    assert events[-1].best_step == 30 and events[-1].best_score < 5
+    assert json.loads((tmp_path / "run" / "best.json").read_text())["step"] == 30
+
+
 def _steps_take(seconds, monkeypatch):
     """A fake clock under the loop: every step takes `seconds`, however busy the machine is."""
     clock = [1000.0]

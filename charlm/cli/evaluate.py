@@ -30,23 +30,38 @@ def evaluate(
                                   "agrees with fp32 to ~1e-4 nats), fp32, bf16 or fp16 (GPU)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="lm: also score while adapting the model to the text as "
                                  "it goes (dynamic evaluation; the saved model is not changed)"),
-    dynamic_method: str = typer.Option(DynamicOptions.method, "--dynamic-method", help="sgd or rms (updates "
-                                       "normalised by the running RMS of the gradients)"),
-    dynamic_lr: Optional[float] = typer.Option(None, "--dynamic-lr", help="step size of the adaptation "
-                                               "\\[default: 0.003 for sgd, 0.0002 for rms]", show_default=False),
-    dynamic_decay: float = typer.Option(DynamicOptions.decay, "--dynamic-decay", help="pull back towards the "
-                                        "trained weights, per segment"),
-    dynamic_segment: int = typer.Option(DynamicOptions.segment_len, "--dynamic-segment",
-                                        help="characters scored, then learned from, at a time"),
+    dynamic_method: Optional[str] = typer.Option(None, "--dynamic-method", help="with --dynamic: sgd or rms "
+                                                 "(updates normalised by the running RMS of the gradients) "
+                                                 f"\\[default: {DynamicOptions.method}]", show_default=False),
+    dynamic_lr: Optional[float] = typer.Option(None, "--dynamic-lr", help="with --dynamic: step size of the "
+                                               "adaptation \\[default: 0.003 for sgd, 0.0002 for rms]",
+                                               show_default=False),
+    dynamic_decay: Optional[float] = typer.Option(None, "--dynamic-decay", help="with --dynamic: pull back "
+                                                  "towards the trained weights, per segment "
+                                                  f"\\[default: {DynamicOptions.decay}]", show_default=False),
+    dynamic_segment: Optional[int] = typer.Option(None, "--dynamic-segment", help="with --dynamic: characters "
+                                                  "scored, then learned from, at a time "
+                                                  f"\\[default: {DynamicOptions.segment_len}]", show_default=False),
 ) -> None:
     """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines);
     accuracy, macro-F1 and the confusion matrix of a classifier."""
     with user_errors():
         loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "classify"), command="charlm eval")
+        # A --dynamic-* option that would be ignored is refused, as --dynamic is for a records run.
+        dynamic_flags = [flag for flag, value in (("--dynamic", dynamic or None), ("--dynamic-method", dynamic_method),
+                                                  ("--dynamic-lr", dynamic_lr), ("--dynamic-decay", dynamic_decay),
+                                                  ("--dynamic-segment", dynamic_segment)) if value is not None]
+        if dynamic_flags and loaded.task != "lm":
+            what = ("a classifier scores whole texts" if loaded.task == "classify"
+                    else "a records model starts every record afresh")
+            raise CharlmError(f"{dynamic_flags[0]} applies to language-model runs; {what}, so there is nothing to "
+                              "adapt to")
+        if dynamic_flags and not dynamic:
+            raise CharlmError(f"{dynamic_flags[0]} sets up dynamic evaluation; add --dynamic, or leave it out")
         if loaded.task == "classify":
-            if exact or split != "val" or dynamic:
-                flag = "exact" if exact else "dynamic" if dynamic else "split"
-                raise CharlmError(f"--{flag} applies to language-model runs; a classifier scores whole texts")
+            if exact or split != "val":
+                raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; a classifier "
+                                  "scores whole texts")
             from charlm.cli.classify import evaluate_run
 
             evaluate_run(loaded, text, skip_unknown, resolve_device(device), precision, as_json)
@@ -60,9 +75,12 @@ def evaluate(
         if split not in ("val", "test"):
             raise CharlmError(f"--split must be val or test, got {split!r}")
         if dynamic:
-            lr = dynamic_lr if dynamic_lr is not None else DYNAMIC_LR[dynamic_method] if (
-                dynamic_method in DYNAMIC_LR) else DynamicOptions.lr
-            options = DynamicOptions(method=dynamic_method, segment_len=dynamic_segment, lr=lr, decay=dynamic_decay)
+            method = dynamic_method if dynamic_method is not None else DynamicOptions.method
+            lr = dynamic_lr if dynamic_lr is not None else DYNAMIC_LR.get(method, DynamicOptions.lr)
+            options = DynamicOptions(method=method, lr=lr,
+                                     segment_len=DynamicOptions.segment_len if dynamic_segment is None
+                                     else dynamic_segment,
+                                     decay=DynamicOptions.decay if dynamic_decay is None else dynamic_decay)
             _evaluate_dynamic(loaded, text, skip_unknown, split, resolve_device(device), options, as_json)
             return
         stats = evaluate_checkpoint(loaded, text, skip_unknown=skip_unknown, device=resolve_device(device),

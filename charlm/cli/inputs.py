@@ -47,6 +47,9 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
               recorded: dict | None, quiet: bool = False):
     """The task the config asks for, over the data the arguments name (or, resuming, the run's own data)."""
     if config.task in ("lines", "classify"):
+        if include:  # it would be ignored: a folder of records is read whole
+            raise CorpusError(f"--include applies to --task lm; --task {config.task} reads every file of its "
+                              "folder (one per class), so give a folder holding only the classes to train on")
         if recorded is not None:
             arguments = [recorded["data"]["source"]]
         if len(arguments) != 1:

@@ -114,4 +114,7 @@ def _sample_records(loaded: Checkpoint, count: int, options: SamplingOptions, ge
         typer.echo(f"{len(records)} records: {counts['new']} new, {counts['train']} in train, "
                    f"{counts['val']} in val", err=True)
     if unique and len(records) < count:
-        typer.echo(f"charlm: only {len(records)} distinct records were found in {count * 20} draws", err=True)
+        from charlm.tasks.lines.inference import UNIQUE_ROUNDS
+
+        typer.echo(f"charlm: only {len(records)} distinct record(s) turned up in {UNIQUE_ROUNDS} rounds of drawing; "
+                   "a higher --temperature (or --top-p 1) gives more variety", err=True)

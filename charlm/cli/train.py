@@ -12,7 +12,7 @@ from charlm.cli.common import EXIT_SIGNALS, StopFlag, report_interrupt, user_err
 from charlm.cli.inputs import named_corpus_of, open_task, run_name
 from charlm.cli.render import TrainRenderer
 from charlm.config import (UNSET_WORDS, build_config, check_applicable, config_default_text, config_help,
-                           differing_from_defaults, load_config_file, parse_duration)
+                           load_config_file, parse_duration)
 from charlm.engine.checkpoint import DEFAULT_ROOT
 from charlm.engine.distributed import World, join, leave, main_first
 from charlm.engine.loop import train as train_run
@@ -112,7 +112,7 @@ def train(
             if named and "tokenizer" not in {**preset, **flags} and {**preset, **flags}.get("task", "lm") == "lm":
                 flags["tokenizer"] = named.tokenizer  # enwik8 is read as bytes, as published figures are
             resolved = build_config(preset, flags)
-        check_applicable(resolved, set(flags) | differing_from_defaults(preset))
+        check_applicable(resolved, set(flags), preset, config)
         join(world, resolve_device(resolved.device), parse_duration(resolved.dist_timeout))
         recorded = recorded_run(run_dir) if resume and not arguments else None
         # rank 0 fetches and caches; the others reuse it

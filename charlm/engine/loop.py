@@ -25,6 +25,7 @@ Under torchrun every process runs this same loop on its share of each batch
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -243,7 +244,10 @@ class _Loop:
         self.optimisation.sync_model()
         metrics = task.evaluate(self.model, self.device, self.world, self.optimisation.amp_dtype).metrics
         score = metrics[task.main_metric]
-        better = (s.best_score is None or (score > s.best_score if task.higher_is_better else score < s.best_score))
+        # A NaN or infinite score is never a best: it would be the first one (and block every later one),
+        # and it cannot be stored (JSON has no NaN).
+        better = math.isfinite(score) and (s.best_score is None or (score > s.best_score if task.higher_is_better
+                                                                     else score < s.best_score))
         if better:
             s.best_score, s.best_step, s.evaluations_since_best = score, s.step, 0
             self.best_metrics = metrics

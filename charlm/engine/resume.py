@@ -24,7 +24,7 @@ from charlm.config import TrainConfig, build_config, stored_value
 from charlm.engine.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
                                       split_optimizer_state)
 from charlm.engine.distributed import SINGLE, World
-from charlm.engine.rundir import Claim, check_fresh, claim, read_start, refuse_if_held
+from charlm.engine.rundir import Claim, check_fresh, claim, half_saved, half_saved_error, read_start, refuse_if_held
 from charlm.engine.runtime import capture_rng_state, restore_rng_state
 from charlm.engine.state import TrainState
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
@@ -71,6 +71,8 @@ def recorded_run(run_dir: Path) -> dict:
 def _last_json(run_dir: Path) -> Path:
     path = run_dir / "last.json"
     if not path.is_file():
+        if half_saved(run_dir):
+            raise half_saved_error(run_dir)
         if run_dir.is_file():
             raise RunDirectoryError(f"--out {run_dir} is a file, not a run directory; "
                                     "pass the run's directory with --out")

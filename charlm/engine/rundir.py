@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.engine.checkpoint import KINDS
-from charlm.engine.lock import LOCK_NAME, RunLock, holder, in_use_error
+from charlm.engine.lock import LOCK_NAME, RunLock, holder, in_use_error, is_lock_file
 from charlm.errors import CheckpointError, RunDirectoryError
 from charlm.files import write_atomic
 
@@ -58,6 +58,10 @@ def inspect(run_dir: Path) -> Contents:
     if strangers:
         return Contents(FOREIGN, stranger=strangers[0])
     leftovers = tuple(entry for entry in entries if entry.name != LOCK_NAME)
+    if leftovers and not is_lock_file(run_dir / LOCK_NAME):
+        # charlm writes its lock file before anything else, and a kill leaves it: without it, a
+        # metrics.jsonl or start.json is another tool's (common names), not an unfinished start.
+        return Contents(FOREIGN, stranger=leftovers[0].name)
     return Contents(UNFINISHED, leftovers) if leftovers else Contents(FREE)
 
 
@@ -69,10 +73,24 @@ def refuse_if_held(run_dir: Path) -> None:
             raise in_use_error(run_dir, pid)
 
 
+def half_saved(run_dir: Path) -> bool:
+    """Whether the run's first checkpoint was cut off between `best` and `last` (a kill, a second Ctrl-C):
+    a model to use, but nothing to resume from."""
+    return (run_dir / "best.json").is_file() and not (run_dir / "last.json").exists()
+
+
+def half_saved_error(run_dir: Path) -> RunDirectoryError:
+    return RunDirectoryError(f"{run_dir} holds a model (best.json) but no resume state (last.json): its run was "
+                             "stopped while saving its first checkpoint, so it cannot be continued; sample or "
+                             "evaluate it there, and train again with another --out")
+
+
 def check_fresh(run_dir: Path) -> None:
     """Refuse a directory a new run must not train into (see the module docstring)."""
     refuse_if_held(run_dir)
     contents = inspect(run_dir)
+    if contents.kind == RUN and half_saved(run_dir):
+        raise half_saved_error(run_dir)
     if contents.kind == RUN:
         raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
                                 "or choose another with --out")
@@ -84,8 +102,8 @@ def check_fresh(run_dir: Path) -> None:
 def read_start(run_dir: Path) -> dict | None:
     """The start record of an unfinished start in run_dir, or None if there is none."""
     path = run_dir / START_NAME
-    if not path.is_file() or (run_dir / "last.json").exists():
-        return None
+    if not path.is_file() or any((run_dir / f"{kind}.json").exists() for kind in KINDS):
+        return None  # a checkpoint was written: not an unfinished start
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

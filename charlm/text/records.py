@@ -53,7 +53,9 @@ class RecordSet:
 
     def facts(self) -> dict:
         """What a run records about its data."""
-        facts = {"source": self.source, "layout": self.layout, "files": self.files, "sha256": self.sha256, "records": len(self.texts),
+        # The source is read again (eval, --novelty, --resume) from wherever the command runs: absolute.
+        facts = {"source": str(Path(self.source).resolve()) if self.source else "", "layout": self.layout,
+                 "files": self.files, "sha256": self.sha256, "records": len(self.texts),
                  "distinct": self.distinct_texts(), "blank_lines": self.blank_lines}
         if self.labelled:
             counts = Counter(self.labels)
@@ -66,14 +68,18 @@ class RecordSet:
         return facts
 
 
-def read_records(path: Path) -> RecordSet:
-    """A records file, a TSV of text<TAB>label, or a folder of class files."""
+def read_records(path: Path, min_classes: int = 2) -> RecordSet:
+    """A records file, a TSV of text<TAB>label, or a folder of class files.
+
+    min_classes: labelled data must have this many classes. Training needs two
+    (one class is no condition); scoring a model on one class's records needs one.
+    """
     if not path.exists():
         raise CorpusError(f"{path} does not exist; check the path")
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, min_classes)
     if path.suffix.lower() in TSV_SUFFIXES:
-        return _read_tsv(path)
+        return _read_tsv(path, min_classes)
     return _read_lines(path)
 
 
@@ -111,7 +117,7 @@ def _lines(path: Path, hasher) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _read_tsv(path: Path) -> RecordSet:
+def _read_tsv(path: Path, min_classes: int = 2) -> RecordSet:
     hasher = hashlib.sha256()
     texts, labels, where, blank, extra = [], [], [], 0, 0
     for number, line in enumerate(_lines(path, hasher), 1):
@@ -133,18 +139,18 @@ def _read_tsv(path: Path) -> RecordSet:
         raise CorpusError(f"{path} holds no records (it is empty or has only blank lines); "
                           "give lines of text<TAB>label")
     classes = tuple(sorted(set(labels)))
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise CorpusError(f"{path} has only one label ({classes[0]!r}); labelled data needs at least two classes")
     return RecordSet(texts=texts, labels=labels, classes=classes, layout="tsv", files=[str(path)],
                      sha256=hasher.hexdigest(), blank_lines=blank, extra_columns=extra, line_numbers=where,
                      source=str(path))
 
 
-def _read_folder(folder: Path) -> RecordSet:
+def _read_folder(folder: Path, min_classes: int = 2) -> RecordSet:
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise CorpusError(f"{folder} holds no files; give a folder with one file of records per class")
-    if len(files) < 2:
+    if len(files) < min_classes:
         raise CorpusError(f"{folder} holds one class file ({files[0].name}); a folder of classes needs at least "
                           f"two, or train on {files[0]} itself for unlabelled records")
     stems = Counter(p.stem for p in files)

@@ -13,7 +13,7 @@ import torch
 
 from charlm.decode.sampling import SamplingOptions
 from charlm.engine.runtime import resolve_precision
-from charlm.errors import CharlmError, CorpusError
+from charlm.errors import CharlmError, CorpusError, VocabularyError
 from charlm.runs import Checkpoint
 from charlm.tasks.lines.data import EncodedRecords, encode_records
 from charlm.tasks.lines.evaluate import RecordStats, evaluate_records
@@ -64,6 +64,13 @@ def _encode(checkpoint: Checkpoint, records: RecordSet, indices: list[int] | Non
             raise CorpusError(f"class(es) the model does not know: {', '.join(unknown)}; "
                               f"it knows {', '.join(checkpoint.classes)}")
         class_ids = [known[records.labels[i]] for i in indices]
+    unknown = checkpoint.vocab.unknown_chars("".join(texts))
+    if unknown and not skip_unknown:
+        missing = set(unknown)
+        first = next(i for i, text in zip(indices, texts) if missing & set(text))
+        shown = ", ".join(map(repr, unknown[:10])) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise VocabularyError(f"{records.line_numbers[first]}: {len(unknown)} character(s) not in the model's "
+                              f"vocabulary ({shown}); pass --skip-unknown to leave the records that hold them out")
     # Records of any length are scored: max_length bounds training batches, not what the model can read.
     return encode_records(texts, checkpoint.vocab, class_ids, skip_unknown=skip_unknown)
 
@@ -76,9 +83,12 @@ def evaluate_lines(checkpoint: Checkpoint, path: Path | None = None, skip_unknow
     model = checkpoint.model.to(device)
     if path is None:
         records, _, val = recorded_records(checkpoint)
+        if checkpoint.config.skip_long:  # as in training: the records over --max-length were left out
+            val = [i for i in val if len(records.texts[i]) <= checkpoint.config.max_length]
         encoded, dropped = _encode(checkpoint, records, val)
     else:
-        encoded, dropped = _encode(checkpoint, read_records(path), skip_unknown=skip_unknown)
+        # One class's records are fine to score (e.g. only Italian names); training needs two classes.
+        encoded, dropped = _encode(checkpoint, read_records(path, min_classes=1), skip_unknown=skip_unknown)
         if not len(encoded):
             raise CorpusError(f"every record of {path} has characters the model does not know; nothing to score")
     return evaluate_records(model, encoded, device, amp_dtype=amp_dtype, skipped=dropped)

@@ -79,7 +79,8 @@ def regularised_forward(model, x: torch.Tensor, hidden):
             result = kernel(out, state, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, True, False, False)
         out = result[0]  # (T, B, H)
         finals.append((result[1][0], result[2][0]) if spec.cell == "lstm" else result[1][0])
-        if index < spec.num_layers - 1:
-            out = locked_dropout(out, spec.locked_dropout)
+        if index < spec.num_layers - 1:  # between layers: locked dropout, or else plain dropout as nn.LSTM's
+            out = (locked_dropout(out, spec.locked_dropout) if spec.locked_dropout > 0
+                   else F.dropout(out, spec.dropout, training=True))
     out = locked_dropout(out, spec.locked_dropout)
     return model.logits(model.dropout(out)), model.join_hidden(finals)  # (T, B, V)
