@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from charlm.errors import ConfigError
 
-TASKS = ("lm", "lines")
+TASKS = ("lm", "lines", "seq2seq")
 CELLS = ("rnn", "lstm", "gru")
 SCHEDULES = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,7 +29,12 @@ BOUNDS = ("max_steps", "epochs", "time_budget")  # training stops at whichever c
 OPTIONAL_COUNTS = ("max_steps", "epochs", "patience")  # whole numbers that "none" unsets
 # Defaults that differ by task, between the dataclass defaults and a preset.
 # A record is a few dozen characters, not a 128-character window: more per batch.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {"lines": {"batch_size": 64, "eval_every": 250}}
+# seq2seq: fp32, since its decoder runs one step at a time, where bf16 autocast costs more in
+# conversions than it saves (0.7-0.85x fp32's speed on an AMX CPU); sizes measured on eng-fra
+# on a 2-core CPU (README, "Pairs").
+SEQ2SEQ_DEFAULTS: dict[str, Any] = {"num_layers": 1, "batch_size": 64, "eval_every": 250, "precision": "fp32"}
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {"lines": {"batch_size": 64, "eval_every": 250},
+                                             "seq2seq": SEQ2SEQ_DEFAULTS}
 UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
 # The numpy engine runs on the CPU in its own dtype: "auto" there means the CPU, without autocast.
 ENGINE_AUTO: dict[str, dict[str, str]] = {"numpy": {"device": "cpu", "precision": "fp32"}}
@@ -42,12 +47,14 @@ def _field(default: Any, help: str, **rules: Any) -> Any:
 
 LM = ("lm",)
 LINES = ("lines",)
+SEQ2SEQ = ("seq2seq",)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    task: str = _field("lm", "what to learn: lm (the next character of a stream of text) or lines "
-                             "(whole records, one per line, optionally per class)", choices=TASKS)
+    task: str = _field("lm", "what to learn: lm (the next character of a stream of text), lines "
+                             "(whole records, one per line, optionally per class) or seq2seq (a target "
+                             "text for each source text, from a TSV of pairs)", choices=TASKS)
     # model
     cell: str = _field("lstm", "recurrent cell: rnn (tanh), lstm or gru", choices=CELLS)
     hidden_size: int = _field(256, "units per recurrent layer", min=1)
@@ -66,9 +73,10 @@ class TrainConfig:
                                       "hidden size differs)", tasks=LM + LINES)
     # data
     seq_len: int = _field(128, "characters per window (truncated-BPTT length)", min=1, tasks=LM)
-    batch_size: int = _field(32, "parallel streams (lm) or records (lines) per step", min=1)
+    batch_size: int = _field(32, "parallel streams (lm), records (lines) or pairs (seq2seq) per step", min=1)
     val_frac: float = _field(0.1, "fraction held out for validation: the end of the text (lm), "
-                                  "a seeded random set of distinct records (lines)", above=0.0, below=1.0)
+                                  "a seeded random set of distinct records (lines) or of distinct sources, "
+                                  "with all their targets (seq2seq)", above=0.0, below=1.0)
     normalize_newlines: bool = _field(False, "turn CRLF and CR into LF before training", tasks=LM)
     tokenizer: str = _field("chars", "chars (the text's Unicode characters) or bytes (its 256 UTF-8 byte values)",
                             choices=("chars", "bytes"), tasks=LM)
@@ -78,6 +86,13 @@ class TrainConfig:
                              tasks=LINES)
     condition: bool = _field(True, "learn each record given its class when the data is labelled "
                                    "(a directory of class files or a TSV)", tasks=LINES)
+    attention: str = _field("additive", "the decoder's look back at the encoder states: additive (Bahdanau), "
+                                        "dot or general (Luong), or none (the final state alone)",
+                            choices=("additive", "dot", "general", "none"), tasks=SEQ2SEQ)
+    max_source_length: int = _field(256, "skip pairs whose source is longer (counted)", min=1, tasks=SEQ2SEQ)
+    max_target_length: int = _field(256, "skip pairs whose target is longer (counted)", min=1, tasks=SEQ2SEQ)
+    reverse: bool = _field(False, "swap the TSV's columns: learn the first column from the second",
+                           tasks=SEQ2SEQ)
     # optimisation
     lr: float = _field(2e-3, "peak learning rate (AdamW)", above=0.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", min=0.0)
@@ -95,8 +110,8 @@ class TrainConfig:
     # evaluation and logging
     eval_every: int = _field(500, "steps between validation passes and checkpoints", min=1)
     log_every: int = _field(10, "steps between progress updates", min=1)
-    sample_length: int = _field(200, "characters of sample (lm) shown at each evaluation, or with lines "
-                                     "whether to show sampled records; 0 for none", min=0)
+    sample_length: int = _field(200, "characters of sample (lm) shown at each evaluation, or with lines and "
+                                     "seq2seq whether to show sampled records or translations; 0 for none", min=0)
     # runtime
     device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps", choices=DEVICES)
     precision: str = _field("auto", "autocast precision of training: auto (bf16 where it is faster, else fp32), "
@@ -119,6 +134,9 @@ class TrainConfig:
         if self.dropout > 0 and self.locked_dropout > 0:
             raise ConfigError("dropout and locked_dropout both drop the same activations (per step and per "
                               "sequence); use one of them")
+        if self.task == "seq2seq" and self.hidden_size % 2:
+            raise ConfigError(f"{_label('hidden_size')} must be even for --task seq2seq (its encoder has half of it "
+                              f"per direction), got {self.hidden_size}")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise ConfigError("no stopping bound: set max_steps, epochs or time_budget")
         self._check_engine()

@@ -10,14 +10,15 @@ import sys
 
 import typer
 
-from charlm.cli import corpus, evaluate, report, sample, train
+from charlm.cli import corpus, evaluate, report, sample, train, translate
 from charlm.cli.common import _Interrupts, report_interrupt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train, sample and evaluate character-level RNN/LSTM/GRU models.")
+                  help="Train, sample, translate with and evaluate character-level RNN/LSTM/GRU models.")
 app.command(name="train")(train.train)
 app.command(name="sample")(sample.sample)
 app.command(name="eval")(evaluate.evaluate)
+app.command(name="translate")(translate.translate)
 app.add_typer(corpus.corpus_app, name="corpus")
 report.register(app)  # report, inspect
 

@@ -19,7 +19,8 @@ from charlm.text.encoding import default_cache_dir
 
 
 def evaluate(
-    text: Optional[Path] = typer.Argument(None, help="text file to score; default: the run's validation split"),
+    text: Optional[Path] = typer.Argument(None, help="text file to score (seq2seq: a .tsv of pairs); default: the "
+                                                     "run's validation split"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; default: the newest run under checkpoints/"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="score around characters the model does not know, and count them"),
@@ -38,10 +39,28 @@ def evaluate(
                                         "trained weights, per segment"),
     dynamic_segment: int = typer.Option(DynamicOptions.segment_len, "--dynamic-segment",
                                         help="characters scored, then learned from, at a time"),
+    beam_size: int = typer.Option(1, "--beam-size", help="seq2seq: decode by beam search over this many "
+                                  "hypotheses; 1 is greedy"),
+    length_penalty: float = typer.Option(0.6, "--length-penalty", help="seq2seq: beam search's GNMT alpha"),
+    show_attention: int = typer.Option(0, "--show-attention", metavar="N", help="seq2seq: also draw the attention "
+                                       "of N examples (source across, output down)"),
 ) -> None:
-    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines)."""
+    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines; with
+    exact match, chrF and BLEU of its outputs, for seq2seq)."""
     with user_errors():
-        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines"), command="charlm eval")
+        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "seq2seq"), command="charlm eval")
+        if loaded.task == "seq2seq":
+            from charlm.cli.evaluate_pairs import evaluate_pairs
+
+            for flag, given in (("--exact", exact), ("--split", split != "val"), ("--dynamic", dynamic)):
+                if given:
+                    raise CharlmError(f"{flag} applies to language-model runs; a seq2seq run is scored on pairs")
+            evaluate_pairs(loaded, text, skip_unknown, resolve_device(device), precision, as_json, beam_size,
+                           length_penalty, show_attention)
+            return
+        if beam_size != 1 or show_attention:
+            raise CharlmError(f"--{'beam-size' if beam_size != 1 else 'show-attention'} applies to seq2seq runs; "
+                              f"{loaded.run_dir} is a {loaded.task} run")
         if loaded.task == "lines":
             if exact or split != "val":
                 raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; "

@@ -40,7 +40,8 @@ def _count_or_unset(value: str | None) -> int | str | None:
 def train(
     corpus: Optional[list[str]] = typer.Argument(
         None, help="lm: text files, directories, globs, or one named corpus (charlm corpus list; default: python); "
-                   "lines: a file of records, one per line, a folder of class files or a .tsv of text<TAB>label"),
+                   "lines: a file of records, one per line, a folder of class files or a .tsv of text<TAB>label; "
+                   "seq2seq: a .tsv of source<TAB>target"),
     include: Optional[list[str]] = typer.Option(
         None, "--include", help="in directories, only files whose name or path matches this glob (repeatable)"),
     strict: bool = typer.Option(False, "--strict", help="refuse binary, unreadable or non-UTF-8 files found in "
@@ -71,6 +72,10 @@ def train(
     skip_long: Optional[bool] = typer.Option(None, "--skip-long", help=config_help("skip_long"), show_default=False),
     condition: Optional[bool] = typer.Option(None, "--condition/--no-condition", help=config_help("condition"),
                                              show_default=False),
+    attention: Optional[str] = _opt("attention"),
+    max_source_length: Optional[int] = _opt("max_source_length"),
+    max_target_length: Optional[int] = _opt("max_target_length"),
+    reverse: Optional[bool] = typer.Option(None, "--reverse", help=config_help("reverse"), show_default=False),
     lr: Optional[float] = _opt("lr"),
     weight_decay: Optional[float] = _opt("weight_decay"),
     clip: Optional[float] = _opt("clip"),
@@ -92,7 +97,8 @@ def train(
     dist_timeout: Optional[str] = _opt("dist_timeout"),
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
-    """Train a model: the next character of running text (lm, the default), or whole records (--task lines)."""
+    """Train a model: the next character of running text (lm, the default), whole records (--task lines), or
+    a target text for each source text (--task seq2seq)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume", "tensorboard") and v is not None}
     arguments = list(corpus or [])

@@ -199,3 +199,17 @@ def target_nll(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tupl
     """
     total = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id, reduction="sum")
     return total, int((targets != pad_id).sum())
+
+
+def model_from_record(record: dict) -> tuple[Seq2Seq, "PairVocabs"]:
+    """An untrained Seq2Seq of a checkpoint's shape and its two vocabularies (ValueError if they disagree)."""
+    from charlm.tasks.seq2seq.data import PairVocabs
+    from charlm.text.vocab import PairVocab, Vocab
+
+    spec = Seq2SeqSpec(**record["model"])
+    source, target = Vocab.from_json(record["source_vocab"]), Vocab.from_json(record["target_vocab"])
+    if not isinstance(source, PairVocab) or not isinstance(target, PairVocab):
+        raise ValueError("its vocabularies have no padding, start and end symbols")
+    if (spec.source_vocab_size, spec.target_vocab_size) != (source.size, target.size):
+        raise ValueError("vocabulary sizes do not match the model")
+    return Seq2Seq(spec), PairVocabs(source, target)

@@ -1,0 +1,164 @@
+"""The task `seq2seq`: a target text for each source text (many-to-many), from a TSV of pairs.
+
+Data: text/pairs.py reads source<TAB>target lines (extra columns counted,
+--reverse, length limits) and splits them by distinct source. Vocabularies:
+one per side, with padding, start and end symbols (data.py). Batches: pairs
+bucketed by source length. Model: a bidirectional encoder, a bridge and an
+attention decoder with input feeding (model.py), trained by teacher forcing.
+Loss: nats per target character, end symbol included.
+
+Validation: the teacher-forced loss on every validation pair, and the greedy
+outputs of (up to DECODED_SOURCES of) the validation sources scored by chrF,
+exact match and BLEU against all their targets. The best checkpoint is the
+one with the lowest validation loss: it covers every pair, is smooth and
+deterministic, and is what `charlm eval` reproduces; on eng-fra its best
+step and the best chrF's agree (README, "Pairs"). No carry: every pair
+starts afresh.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charlm.config import TrainConfig
+from charlm.engine.distributed import World
+from charlm.engine.task import Batch, Evaluation
+from charlm.errors import CharlmError, CorpusError
+from charlm.tasks.seq2seq.data import PAD, EncodedPairs, PairEpoch, PairVocabs
+from charlm.tasks.seq2seq.decode import translate
+from charlm.tasks.seq2seq.evaluate import validation_figures
+from charlm.tasks.seq2seq.model import Seq2Seq, Seq2SeqSpec
+from charlm.text.pairs import PairsFile, group_references, split_by_source
+from charlm.text.vocab import Vocab
+
+# Greedy decoding of this many validation sources (evenly spaced through them) at each evaluation;
+# charlm eval decodes them all.
+DECODED_SOURCES = 1000
+PREVIEW_PAIRS = 4
+
+
+def decoded_subset(references: list, limit: int = DECODED_SOURCES) -> list:
+    """At most `limit` items evenly spaced through the list (a data file sorted by length stays represented)."""
+    if len(references) <= limit:
+        return list(references)
+    return [references[i] for i in np.unique(np.linspace(0, len(references) - 1, limit).round().astype(int))]
+
+
+class Seq2SeqTask:
+    name = "seq2seq"
+    unit = "char"
+    main_metric = "val_loss"
+    higher_is_better = False
+
+    def __init__(self, data: PairsFile, config: TrainConfig):
+        self.data, self.config = data, config
+        self.vocabs: PairVocabs | None = None
+        self.train: EncodedPairs | None = None
+        self.val: EncodedPairs | None = None
+        self.references: list[tuple[str, list[str]]] = []  # each validation source with all its targets
+        self.split_counts: dict[str, int] = {}
+
+    # -- data ------------------------------------------------------------------
+
+    def prepare(self, world: World, resumed: dict | None) -> None:
+        data, config = self.data, self.config
+        self.vocabs = PairVocabs.from_pairs(data.pairs)
+        if resumed is not None:
+            if resumed.get("data", {}).get("sha256") != data.sha256:
+                raise CharlmError(f"the pairs in {data.path} are not the ones this run was trained on (their "
+                                  "checksum differs); cannot resume")
+            if (Vocab.from_json(resumed["source_vocab"]) != self.vocabs.source
+                    or Vocab.from_json(resumed["target_vocab"]) != self.vocabs.target):
+                raise CharlmError("the pairs' characters differ from the run's; cannot resume on them")
+        train, val = split_by_source(data.pairs, config.val_frac, config.rng_seed)
+        if not val:
+            raise CorpusError("the validation split is empty; raise --val-frac or give more pairs")
+        self.train, self.val = EncodedPairs.encode(train, self.vocabs), EncodedPairs.encode(val, self.vocabs)
+        self.references = group_references(val)
+        self.split_counts = {"train_pairs": len(train), "val_pairs": len(val),
+                             "train_sources": len({p.source for p in train}), "val_sources": len(self.references)}
+        needed = config.batch_size * world.size
+        if len(train) < needed:
+            raise CorpusError(f"the training split has {len(train)} pairs but one batch needs {needed} "
+                              f"(--batch-size {config.batch_size}" + (f" x {world.size} processes" if
+                                                                    world.size > 1 else "")
+                              + "); lower --batch-size or give more pairs")
+
+    def data_facts(self) -> dict:
+        d = self.data
+        return {"source": d.path, "sha256": d.sha256, "pairs": len(d.pairs), "too_long": d.too_long,
+                "extra_column_lines": d.extra_column_lines, "reverse": self.config.reverse,
+                "source_chars": len(self.vocabs.source.chars), "target_chars": len(self.vocabs.target.chars),
+                **self.split_counts}
+
+    def data_summary(self) -> str:
+        d, c = self.data, self.split_counts
+        parts = [f"pairs {d.path}" + (" (reversed: second column -> first)" if self.config.reverse else "")
+                 + f": {len(d.pairs):,}"
+                 + (f" ({d.too_long:,} over --max-source-length {self.config.max_source_length} or "
+                    f"--max-target-length {self.config.max_target_length} skipped)" if d.too_long else "")]
+        if d.extra_column_lines:
+            parts.append(f"{d.extra_column_lines:,} lines had more than two columns; the extra ones are ignored")
+        parts.append(f"{len(self.vocabs.source.chars)} source and {len(self.vocabs.target.chars)} target characters")
+        parts.append(f"split by source: {c['train_pairs']:,} train / {c['val_pairs']:,} validation pairs "
+                     f"({c['val_sources']:,} validation sources"
+                     + (f", {DECODED_SOURCES:,} of them decoded at each evaluation"
+                        if c["val_sources"] > DECODED_SOURCES else "") + ")")
+        return "; ".join(parts)
+
+    # -- model -----------------------------------------------------------------
+
+    def spec(self) -> Seq2SeqSpec:
+        c = self.config
+        return Seq2SeqSpec(source_vocab_size=self.vocabs.source.size, target_vocab_size=self.vocabs.target.size,
+                           cell=c.cell, hidden_size=c.hidden_size, num_layers=c.num_layers,
+                           embedding_size=c.embedding_size, attention=c.attention, dropout=c.dropout)
+
+    def build_model(self) -> Seq2Seq:
+        return Seq2Seq(self.spec())
+
+    def model_summary(self) -> str:
+        c = self.config
+        attention = "no attention" if c.attention == "none" else f"{c.attention} attention"
+        return (f"{c.cell} encoder {c.num_layers}x(2x{c.hidden_size // 2}) bidirectional, decoder "
+                f"{c.num_layers}x{c.hidden_size} with {attention}")
+
+    def record(self) -> dict:
+        return {"model": self.spec().to_dict(), "source_vocab": self.vocabs.source.to_json(),
+                "target_vocab": self.vocabs.target.to_json(), "data": self.data_facts(), "split": self.split_counts}
+
+    # -- training --------------------------------------------------------------
+
+    def epoch(self, epoch: int, world: World) -> PairEpoch:
+        return PairEpoch(self.train, self.config.batch_size, world.rank, world.size, self.config.rng_seed, epoch)
+
+    def loss(self, model, batch: Batch, carry, device: torch.device):
+        src, src_lengths, tgt_in, tgt_out = batch.tensors  # (S, B), (B,), (T, B), (T, B)
+        logits = model(src.to(device, non_blocking=True), src_lengths, tgt_in.to(device, non_blocking=True))  # (T, B, V)
+        loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.to(device).flatten(), ignore_index=PAD,
+                                   reduction="sum")
+        return loss_sum, None
+
+    def carry_tensors(self, carry) -> dict[str, torch.Tensor]:
+        return {}
+
+    def join_carries(self, ranks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore_carry(self, tensors, world: World, device: torch.device):
+        return None
+
+    # -- evaluation --------------------------------------------------------------
+
+    def evaluate(self, model, device, world: World, amp_dtype) -> Evaluation:
+        return Evaluation(validation_figures(model, self.vocabs, self.val, decoded_subset(self.references), device,
+                                             world, amp_dtype))
+
+    def preview(self, model, device, seed: int) -> str:
+        shown = decoded_subset(self.references, PREVIEW_PAIRS)
+        translations = translate(model, self.vocabs, [source for source, _ in shown])
+        return "\n".join(f"{source} -> {t.text}   (reference: {targets[0]}"
+                         + (f", +{len(targets) - 1} more" if len(targets) > 1 else "") + ")"
+                         for (source, targets), t in zip(shown, translations))
