@@ -195,3 +195,21 @@ def test_two_gloo_processes_train_a_seq2seq_run_like_one_with_the_whole_batch(tm
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
     for key in ("val_loss", "val_chrf", "val_exact_match"):  # sharded scoring and decoding, gathered
         assert record["metrics"][key] == pytest.approx(expected_record["metrics"][key], abs=1e-5), key
+
+
+def test_the_report_draws_attention_maps_of_validation_translations(runs, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(runs)
+    result = CliRunner().invoke(app, ["report", "checkpoints/rev", "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert '<section id="attention">' in html and html.count('id="plot-attention-0-') == 3
+    assert "No view for" not in html  # seq2seq has its view
+    # without the data the view is a note; the curves remain
+    (runs / "rev.tsv").rename(runs / "moved.tsv")
+    try:
+        result = CliRunner().invoke(app, ["report", "checkpoints/rev", "-o", str(tmp_path / "s.html")])
+    finally:
+        (runs / "moved.tsv").rename(runs / "rev.tsv")
+    assert result.exit_code == 0 and "no attention view: the run's pairs (rev.tsv) are not there" in result.stderr
+    assert 'id="plot-loss-step"' in (tmp_path / "s.html").read_text()

@@ -74,6 +74,7 @@ def attention_figure(plt, attention: AttentionMap, key: str, title: str):
     ax.set_yticks(range(rows), attention.row_labels, fontsize=8)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
+    ax.xaxis.set_label_position("top")
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     return Figure(key, title, _to_svg(plt, fig, key),
