@@ -29,7 +29,9 @@ def machine_facts() -> dict:
     facts = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch": torch.__version__,
              "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
              "mkldnn": torch.backends.mkldnn.is_available(), "python": sys.version.split()[0],
-             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+             # Other processes' load when the run started: on a shared 2-core machine every figure depends on it.
+             "load_average_1m_5m_15m": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     return facts
 
 

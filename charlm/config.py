@@ -8,7 +8,6 @@ two equal), so a preset only needs the keys it changes.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import tomllib
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from charlm.config_hints import explain_toml_error, unknown_key_hint
 from charlm.errors import ConfigError
 
 TASKS = ("lm", "lines", "seq2seq")
@@ -272,9 +272,7 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
     for layer in layers:
         for key, value in layer.items():
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
-                raise ConfigError(f"unknown config key '{key}'; {hint}")
+                raise ConfigError(f"unknown config key '{key}'; {unknown_key_hint(key, known)}")
             values[key] = value
     for key, value in TASK_DEFAULTS.get(values.get("task", "lm"), {}).items():
         values.setdefault(key, value)
@@ -294,11 +292,18 @@ def build_config(*layers: Mapping[str, Any]) -> TrainConfig:
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML preset into a flat mapping of config keys."""
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a directory; give a TOML file in it, e.g. configs/tiny.toml")
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; check the path (shipped presets are in configs/)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        explained = isinstance(exc, tomllib.TOMLDecodeError) and explain_toml_error(text, str(exc), defaults)
+        if explained:
+            raise ConfigError(f"config file {path}, {explained}") from None
         raise ConfigError(f"config file {path} is not valid TOML: {exc}; fix that line (TOML is key = value)") from None
     for key, value in data.items():
         if isinstance(value, dict):

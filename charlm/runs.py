@@ -49,9 +49,26 @@ def load_checkpoint(path: Path | None = None, root: Path = DEFAULT_ROOT, kind: s
     tasks: the tasks the calling command serves; another task's run is a
     one-line error that names the command that fits it.
     """
+    json_path = resolve_checkpoint(path, root, kind)
+    try:
+        return _load(json_path, tasks, command)
+    except CheckpointError as exc:
+        # A run directory was given (or found): if its best checkpoint is damaged but its last
+        # one loads, say so and point to it rather than leave only "train again".
+        last = json_path.with_name("last.json")
+        if (path is not None and not path.is_dir()) or json_path.name == last.name or not last.is_file():
+            raise
+        try:
+            _load(last, tasks, command)
+        except CharlmError:
+            raise exc from None
+        problem = str(exc).rsplit("; ", 1)[0]
+        raise CheckpointError(f"{problem}; the run's last checkpoint is intact: pass --checkpoint {last}") from None
+
+
+def _load(json_path: Path, tasks: tuple[str, ...] | None, command: str) -> Checkpoint:
     from charlm.tasks import model_from_record  # the tasks import torch models; this module stays light
 
-    json_path = resolve_checkpoint(path, root, kind)
     record = read_record(json_path)
     task = record.get("task", "lm")
     if tasks is not None and task not in tasks:

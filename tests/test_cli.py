@@ -1,5 +1,7 @@
 """The command line end to end: the real entry point, and a one-line answer to every bad input."""
 
+import gzip
+import io
 import json
 import os
 import shutil
@@ -7,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ def charlm(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_train_sample_eval_through_the_real_entry_point(tmp_path):
     (tmp_path / "fox.txt").write_text(TEXT)
     trained = charlm("train", "fox.txt", "--config", REPO / "configs" / "tiny.toml", cwd=tmp_path)
@@ -87,7 +91,7 @@ def test_skip_unknown_scores_the_rest(trained_run, tmp_path):
     assert figures["skipped"] == 2 and figures["characters"] == len("the fox jumps over") - 1
 
 
-def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
+def test_bom_and_crlf_corpus_trains_and_samples_with_crlf_around_its_output(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("crlf.txt").write_bytes(b"\xef\xbb\xbf" + TEXT.replace("\n", "\r\n").encode())
     result = CliRunner().invoke(app, ["train", "crlf.txt", "--config", str(REPO / "configs" / "tiny.toml"),
@@ -95,6 +99,58 @@ def test_bom_and_crlf_corpus_trains(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     vocab = json.loads(Path("checkpoints/crlf/last.json").read_text())["vocab"]
     assert "\r" in vocab and "\ufeff" not in vocab
+    # the prime (a line end by default, or a typed seed's line ends) and the closing line end are CRLF
+    for seed, starts in ((), b"\r\n"), (("--seed", "the\nfox"), b"the\r\nfox"):
+        sampled = CliRunner().invoke(app, ["sample", "--length", "20", "--rng-seed", "1", *seed])
+        assert sampled.exit_code == 0, sampled.output
+        assert sampled.stdout_bytes.startswith(starts) and sampled.stdout_bytes.endswith(b"\r\n")
+
+
+def test_sample_says_on_stderr_which_run_it_picked(trained_run, tmp_path, monkeypatch):
+    _setup_run(trained_run, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    picked = CliRunner().invoke(app, ["sample", "--length", "5"])
+    assert picked.exit_code == 0 and picked.stderr == "charlm: sampling from checkpoints/fox/best.json (step 40)\n"
+    given = CliRunner().invoke(app, ["sample", "--length", "5", "--checkpoint", "checkpoints/fox"])
+    assert given.exit_code == 0 and given.stderr == ""
+
+
+def test_help_shows_flags_as_flags_and_tells_seed_from_rng_seed():
+    for argv in (["-h"], ["train", "-h"], ["sample", "--help"], ["eval", "-h"], ["corpus", "-h"],
+                 ["corpus", "list", "-h"]):
+        result = CliRunner().invoke(app, argv, env={"COLUMNS": "250"})
+        assert result.exit_code == 0 and "Usage" in result.output, result.output
+        assert "<bool>" not in result.output and "<list[" not in result.output, result.output
+    lines = CliRunner().invoke(app, ["train", "-h"], env={"COLUMNS": "250"}).output.splitlines()
+    resume = next(line for line in lines if "--resume" in line)
+    assert "<" not in resume.split("continue")[0]  # nothing between the flag and its help: it takes no value
+    lines = CliRunner().invoke(app, ["sample", "-h"], env={"COLUMNS": "250"}).output.splitlines()
+    assert "for reproducible samples use --rng-seed" in next(line for line in lines if line.startswith("│ --seed "))
+    assert "(--seed is the prime text)" in next(line for line in lines if line.startswith("│ --rng-seed"))
+
+
+def test_version_and_shell_completion():
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout == "charlm 0.1.0\n"
+    completed = CliRunner().invoke(app, [], prog_name="charlm", env={"_CHARLM_COMPLETE": "complete_bash",
+                                                                    "COMP_WORDS": "charlm tr", "COMP_CWORD": "1"})
+    assert completed.exit_code == 0 and completed.stdout == "train\n"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sample", "--length", "100"],
+                                  *(pytest.param(argv, marks=pytest.mark.slow) for argv in (["train", "-h"],
+                                                                                         ["corpus", "list"]))])
+def test_a_reader_that_leaves_early_is_not_an_error(argv, trained_run, tmp_path):
+    # `charlm ... | head -1`: here the reader has gone before the first line, so every write fails
+    _setup_run(trained_run, tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "charlm", *argv], cwd=tmp_path, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
 
 
 def _setup_run(trained_run, tmp_path, damage=None):
@@ -107,6 +163,9 @@ def _setup_run(trained_run, tmp_path, damage=None):
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     elif damage == "json":
         (run / "best.json").write_text('{"format": "charlm-checkpoint", ')
+    elif damage == "both-json":
+        for name in ("best.json", "last.json"):
+            (run / name).write_text('{"format": "charlm-checkpoint", ')
     elif damage == "version":
         (run / "best.json").write_text(json.dumps(dict(record, format_version=0)))
     elif damage == "corpus-gone":
@@ -125,6 +184,14 @@ def _setup_run(trained_run, tmp_path, damage=None):
 
 
 TINY = str(REPO / "configs" / "tiny.toml")
+
+
+def _zipped(name: str, text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr(name, text)
+    return buffer.getvalue()
+
 
 def _row(name, files, argv, run_setup, problem, way_out):
     """files: relative path -> content (str or bytes), or None for an empty directory.
@@ -165,6 +232,8 @@ BAD_INPUTS = [
          "must be >= 1"),
     _row("unknown cell", {"c.txt": TEXT}, ["train", "c.txt", "--cell", "transformer"], None, "got 'transformer'",
          "must be one of rnn, lstm, gru"),
+    _row("model too big for memory", {"c.txt": TEXT}, ["train", "c.txt", "--config", TINY, "--hidden-size", "100000"],
+         None, "this run needs about", "is available on"),
     _row("bad time budget", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "soon"], None,
          "time budget 'soon'", "such as 90s, 5m or 1h"),
     _row("time budget 0", {"c.txt": TEXT}, ["train", "c.txt", "--time-budget", "0"], None, "time budget '0'",
@@ -190,10 +259,44 @@ BAD_INPUTS = [
     _row("no checkpoints/ yet", {}, ["sample"], None, "no trained runs under checkpoints/", "train one first"),
     _row("checkpoints/ is empty", {"checkpoints": None}, ["sample"], None, "no trained runs under checkpoints/",
          "train one first"),
+    # best damaged, last intact: say so and point to last
     _row("truncated weights", {}, ["sample"], "truncate", "is damaged or not a safetensors file",
+         "the run's last checkpoint is intact: pass --checkpoint checkpoints/fox/last.json"),
+    _row("corrupted json", {}, ["sample"], "json", "best.json is damaged: not valid JSON",
+         "the run's last checkpoint is intact: pass --checkpoint checkpoints/fox/last.json"),
+    _row("wrong version", {}, ["eval"], "version", "format version 0", "pass --checkpoint checkpoints/fox/last.json"),
+    _row("both checkpoints damaged", {}, ["sample"], "both-json", "best.json is damaged: not valid JSON",
          "use another checkpoint or train again"),
-    _row("corrupted json", {}, ["sample"], "json", "is damaged: not valid JSON", "use another checkpoint or train again"),
-    _row("wrong version", {}, ["eval"], "version", "format version 0", "or train again"),
+    _row("empty stop string", {}, ["sample", "--stop", ""], "ok", "--stop must not be empty", "leave it out"),
+    _row("--out is a file", {"c.txt": TEXT, "small.txt": "notes"}, ["train", "c.txt", "--out", "small.txt"], None,
+         "--out small.txt is a file, not a directory", "choose a directory with --out"),
+    _row("--resume --out a file", {"small.txt": "notes"}, ["train", "--resume", "--out", "small.txt"], None,
+         "--out small.txt is a file, not a run directory", "pass the run's directory with --out"),
+    _row("--out a folder of other files", {"c.txt": TEXT, "mine/notes.txt": "notes"},
+         ["train", "c.txt", "--out", "mine"], None, "--out mine holds files charlm did not write (notes.txt)",
+         "choose an empty or new directory"),
+    _row("--config a directory", {"c.txt": TEXT, "confs": None}, ["train", "c.txt", "--config", "confs"], None,
+         "--config confs is a directory", "give a TOML file"),
+    _row("named corpus misspelt", {}, ["train", "tinyshakespear"], None, "corpus file tinyshakespear does not exist",
+         "did you mean the named corpus tinyshakespeare?"),
+    _row("gzip file", {"c.txt.gz": gzip.compress(TEXT.encode())}, ["train", "c.txt.gz"], None,
+         "c.txt.gz is gzip-compressed, not UTF-8 text", "gunzip -k c.txt.gz"),
+    _row("zip file", {"c.zip": _zipped("c.txt", TEXT)}, ["train", "c.zip"], None, "c.zip is a zip archive",
+         "unzip c.zip"),
+    _row("UTF-16 file", {"u.txt": TEXT.encode("utf-16")}, ["train", "u.txt"], None, "u.txt is UTF-16 text",
+         "iconv -f UTF-16 -t UTF-8 u.txt"),
+    _row("UTF-16 without a BOM", {"u.txt": TEXT.encode("utf-16-le")}, ["train", "u.txt"], None,
+         "u.txt is UTF-16 text", "iconv -f UTF-16LE -t UTF-8 u.txt"),
+    _row("UTF-16 in a directory", {"d/u.txt": TEXT.encode("utf-16")}, ["train", "d"], None,
+         "skipped d/u.txt: it is UTF-16 text", "iconv -f UTF-16 -t UTF-8 d/u.txt"),
+    _row("resume with a preset that changes the model", {"big.toml": "hidden_size = 64\n"},
+         ["train", "--resume", "--out", "checkpoints/fox", "--config", "big.toml"], "ok",
+         "hidden_size = 64 in big.toml differs from the run's 32", "resume without --config"),
+    _row("config key without a value", {"c.txt": TEXT, "k.toml": "learning_rate =\n"},
+         ["train", "c.txt", "--config", "k.toml"], None, "k.toml, line 1: learning_rate has no value",
+         "the setting is called lr: e.g. lr = 0.002"),
+    _row("another tool's name for a key", {"c.txt": TEXT, "k.toml": "learning_rate = 0.01\n"},
+         ["train", "c.txt", "--config", "k.toml"], None, "unknown config key 'learning_rate'", "did you mean 'lr'?"),
     _row("prime out of vocabulary", {}, ["sample", "--seed", "the €"], "ok", "'€'",
          "use only characters of its training text"),
     _row("negative temperature", {}, ["sample", "--temperature", "-1"], "ok", "--temperature",
@@ -245,8 +348,8 @@ def test_bad_input_gets_one_line_and_changes_nothing(files, argv, run_setup, pro
 
 @pytest.mark.parametrize("argv, words", [
     (["train", "--hidden-size", "abc"], "--hidden-size"),
-    (["train", "--bogus"], "No such option: --bogus"),
-    (["sample", "--top-k"], "--top-k"),
+    pytest.param(["train", "--bogus"], "No such option: --bogus", marks=pytest.mark.slow),
+    pytest.param(["sample", "--top-k"], "--top-k", marks=pytest.mark.slow),
     (["train", "--max-steps", "12x"], "'--max-steps': must be a whole number or none"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(argv, words, tmp_path):
@@ -295,6 +398,7 @@ def test_unwritable_output_directory_is_one_line(tmp_path, monkeypatch):
                                                    "Permission denied"), result.stderr
 
 
+@pytest.mark.slow
 def test_a_bound_set_by_a_preset_can_be_cleared_from_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "fox.txt").write_text(TEXT)
     monkeypatch.chdir(tmp_path)
@@ -344,7 +448,7 @@ def test_ctrl_c_while_torch_imports_is_noted_and_ends_the_command():
     assert "Usage" not in done.stdout  # the command did not go on
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+@pytest.mark.parametrize("delay", [pytest.param(0.3, marks=pytest.mark.slow), 1.0, 2.5])
 def test_ctrl_c_at_any_moment_of_startup_exits_130_with_one_line(tmp_path, delay):
     # From torch's import to the first steps, each moment has its own handler
     # (launch.py, Typer, user_errors, the stop flag); none may show a traceback.

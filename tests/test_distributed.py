@@ -48,6 +48,7 @@ def _metrics(run_dir, key):
             if key in json.loads(line)]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_weights_of_one_process_with_the_same_global_batch(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
     steps = ["--max-steps", "20", "--eval-every", "10"]
@@ -65,6 +66,7 @@ def test_two_gloo_processes_train_the_weights_of_one_process_with_the_same_globa
                                                                      abs=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_under_torchrun_saves_and_the_resumed_run_is_bitwise_identical(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
     flags = [*FLAGS, "--batch-size", "4", "--max-steps", "120", "--eval-every", "25", "--dropout", "0.2"]
@@ -86,6 +88,7 @@ def test_sigterm_under_torchrun_saves_and_the_resumed_run_is_bitwise_identical(t
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
     _torchrun(tmp_path, 2, "corpus.txt", "--out", "run", *FLAGS, "--max-steps", "10", "--eval-every", "10")
@@ -100,6 +103,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["killed", "frozen"])
 def test_a_rank_that_dies_or_hangs_makes_the_others_exit_with_a_clear_error(tmp_path, how):
     """Launched as SLURM or a hand-written script would, without torchrun's agent to clean up."""

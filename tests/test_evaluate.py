@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from charlm.tasks.lm import evaluate
@@ -54,6 +55,7 @@ def test_eval_layout_scores_every_character_once_with_real_burn_in():
     assert layout.burn_in[-1, 1] + 1 == inputs[0, 2]
 
 
+@pytest.mark.slow
 def test_batched_pass_agrees_with_the_exact_pass_on_a_trained_model(text_file, tiny_config, tmp_path):
     from charlm.runs import load_checkpoint
     from charlm.text.corpus import read_corpus

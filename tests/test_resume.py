@@ -85,6 +85,7 @@ def _assert_same_weights(reference, run_dir, replay=""):
         assert torch.equal(expected[name], got[name]), f"{name} differs after resume{replay}"
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, straight_run, stop_step):
     (tmp_path / "corpus.txt").write_text(TEXT)
     kill_at, replay = stop_step(30, 270)
@@ -102,6 +103,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path, str
     assert steps == list(range(5, 301, 5)), f"metrics.jsonl must be appended, not duplicated{replay}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_clean_stop_saves_then_resume_is_bitwise_identical(tmp_path, straight_run, signum, code, stop_step):
     (tmp_path / "corpus.txt").write_text(TEXT)
@@ -118,6 +120,7 @@ def test_clean_stop_saves_then_resume_is_bitwise_identical(tmp_path, straight_ru
     _assert_same_weights(straight_run, tmp_path / "run", replay)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_model_or_corpus(tmp_path, straight_run):
     (tmp_path / "corpus.txt").write_text(TEXT)
     proc = _train(tmp_path, "run", "--max-steps", "25")

@@ -188,3 +188,38 @@ def test_samples_side_by_side_match_one_stream_when_greedy_and_differ_when_sampl
     assert [s if "e" not in s else s[:s.index("e") + 1] for s in drawn] == stopped
     with pytest.raises(CharlmError, match="--num-samples must be at least 1"):
         generate_many(model, vocab, "ab", 10, 0, SamplingOptions(), torch.Generator())
+
+
+# Ranked by logit: ids 0 (9.0), 6, 4, 2, 3, 5, 1, 7 (0.0).
+PEAKED = torch.tensor([9.0, 1.0, 5.0, 3.0, 7.0, 2.0, 8.0, 0.0])
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), 1e300, 1e35])
+@pytest.mark.parametrize("options, kept", [
+    (dict(), [0, 1, 2, 3, 4, 5, 6, 7]),
+    (dict(top_k=3), [0, 6, 4]),
+    (dict(top_p=0.5), [0, 6, 4, 2]),  # uniform: each of the best holds 1/8 until half is reached
+    (dict(top_k=6, top_p=0.5), [0, 6, 4]),
+])
+def test_an_infinite_temperature_is_uniform_over_what_top_k_and_top_p_keep(temperature, options, kept):
+    draws = 16_000
+    generator = torch.Generator().manual_seed(0)
+    picks = pick_next(PEAKED.expand(draws, -1), SamplingOptions(temperature=temperature, **options), generator)
+    frequency = torch.bincount(picks, minlength=8).double() / draws
+    expected = torch.zeros(8, dtype=torch.double)
+    expected[kept] = 1 / len(kept)
+    assert (frequency - expected).abs().max() < 0.025, frequency.tolist()  # ~8 standard deviations at 1/8
+
+
+@pytest.mark.parametrize("options, kept", [(dict(), "\nabcdefg"), (dict(top_k=2), "ag")])
+def test_generate_at_an_infinite_temperature_draws_uniformly(options, kept):
+    vocab = Vocab.from_text("\nabcdefg")
+    model = _model(vocab_size=8)
+    with torch.no_grad():  # the model's logits become its head bias: "a" then "g" the likeliest, "\n" the least
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([-9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0]))
+    text = "".join(generate(model, vocab, "a", 4000, SamplingOptions(temperature=float("inf"), **options),
+                            torch.Generator().manual_seed(1)))
+    counts = {char: text.count(char) / len(text) for char in vocab.chars}
+    for char in vocab.chars:  # the 64% newlines of the Gumbel shortcut at infinity are gone
+        assert abs(counts[char] - (1 / len(kept) if char in kept else 0)) < 0.04, counts

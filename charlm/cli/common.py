@@ -7,12 +7,14 @@ interrupted run exits with 130 (Ctrl-C) or 143 (SIGTERM).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, get_args
 
 import typer
+import typer.core
 
 from charlm.errors import INTERRUPTED, CharlmError
 
@@ -47,8 +49,62 @@ def user_errors() -> Iterator[None]:
         report_interrupt()
         raise typer.Exit(130)
     except BrokenPipeError:  # `charlm sample | head`: the reader left, which is fine
-        sys.stderr.close()
+        silence_stdout()
         raise typer.Exit(0)
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout has gone (`| head`), send what is left to /dev/null: Python's
+    final flush would otherwise fail again and exit with status 120 and a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (tests): nothing to flush later
+        pass
+
+
+def stdout_is_silenced() -> bool:
+    """Whether stdout now goes to /dev/null: what silence_stdout() (and rich, on a broken pipe) did."""
+    try:
+        here, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (here.st_dev, here.st_ino) == (null.st_dev, null.st_ino)
+
+
+def _show_plainly(param) -> None:
+    """A flag shows as a flag (no type after it: "--resume <bool>" read as if it took a value), and a
+    repeatable option or argument shows the type of one value, not "<list[str]>"."""
+    if getattr(param, "is_flag", False):
+        param.metavar = ""
+    elif getattr(param, "multiple", False) or param.nargs == -1:
+        element = get_args(getattr(getattr(param, "type_descriptor", None), "annotation", None))
+        label = f"<{element[0].__name__.lower()}>" if element and isinstance(element[0], type) else "<value>"
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: label  # its name column already says "name..."
+        else:
+            param.metavar = label
+
+
+class Command(typer.core.TyperCommand):
+    """Typer's command, with its flags and lists shown plainly in --help (see _show_plainly)."""
+
+    def get_params(self, ctx):  # --help itself is made here, after __init__
+        params = super().get_params(ctx)
+        for param in params:
+            _show_plainly(param)
+        return params
+
+
+class Group(typer.core.TyperGroup):
+    """Typer's group (the `charlm` command itself), with its flags shown plainly in --help."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            _show_plainly(param)
+        return params
 
 
 class StopFlag:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from charlm.cli.common import user_errors
+from charlm.cli.common import Command, Group, user_errors
 from charlm.cli.inputs import fetch_with_progress
 from charlm.text.named import REGISTRY, is_present, local_path
 
-corpus_app = typer.Typer(no_args_is_help=True, help="Named corpora: list them, fetch one.")
+corpus_app = typer.Typer(cls=Group, no_args_is_help=True, help="Named corpora: list them, fetch one.")
 
 
-@corpus_app.command("list")
+@corpus_app.command("list", cls=Command)
 def corpus_list() -> None:
     """The named corpora, whether each is here yet, and what it is."""
     with user_errors():
@@ -21,7 +21,7 @@ def corpus_list() -> None:
             typer.echo(f"{corpus.name:16} {status}\n{'':16} {corpus.description}")
 
 
-@corpus_app.command("get")
+@corpus_app.command("get", cls=Command)
 def corpus_get(name: str = typer.Argument(..., help="a name from `charlm corpus list`")) -> None:
     """Fetch (or build) a named corpus into corpora/ and verify it; print where it is."""
     with user_errors():

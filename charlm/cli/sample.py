@@ -14,14 +14,14 @@ from charlm.decode.sampling import SamplingOptions
 from charlm.engine.runtime import make_generator, resolve_device
 from charlm.errors import CharlmError
 from charlm.runs import Checkpoint, load_checkpoint
-from charlm.tasks.lm.generate import default_prime, generate, generate_many
+from charlm.tasks.lm.generate import default_prime, generate, generate_many, line_ending, with_line_ending
 
 DEFAULT_LENGTH = 500
 
 
 def sample(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; default: the newest run under checkpoints/"),
-    seed: Optional[str] = typer.Option(None, "--seed", help="prime text the sample continues (lines: the start of every record)", show_default="a newline (lm), nothing (lines)"),
+    seed: Optional[str] = typer.Option(None, "--seed", help="prime text the sample continues (lines: the start of every record); not a random seed: for reproducible samples use --rng-seed", show_default="a newline (lm), nothing (lines)"),
     length: Optional[int] = typer.Option(None, "--length", help=f"characters to generate (lm) \\[default: {DEFAULT_LENGTH}]", show_default=False),
     num_samples: int = typer.Option(1, "--num-samples", help="independent samples (lm) or records (lines), generated side by side"),
     class_name: Optional[str] = typer.Option(None, "--class", help="lines with classes: the class of every record; default: drawn by training frequency"),
@@ -32,7 +32,7 @@ def sample(
     temperature: float = typer.Option(1.0, "--temperature", help="randomness; 0 is greedy"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="sample from the k most likely characters; k above the vocabulary size keeps all"),
     top_p: float = typer.Option(1.0, "--top-p", help="sample from the smallest set of characters whose probability reaches p"),
-    rng_seed: Optional[int] = typer.Option(None, "--rng-seed", help="seed for reproducible samples"),
+    rng_seed: Optional[int] = typer.Option(None, "--rng-seed", help="random seed, for reproducible samples (--seed is the prime text)"),
     stop: Optional[str] = typer.Option(None, "--stop", help="lm: end the sample once this string is produced"),
     line_start: bool = typer.Option(True, "--line-start/--mid-line", help="lm: read the seed as the start of a line (the model first reads an unprinted newline) or from a cold state"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto"),
@@ -46,6 +46,8 @@ def sample(
         target = resolve_device(device)
         loaded.model.to(target)
         generator = make_generator(rng_seed, target)
+        if checkpoint is None:  # picked for the user: say which
+            typer.echo(f"charlm: sampling from {loaded.path} (step {loaded.record.get('step')})", err=True)
         if loaded.task == "lines":
             if length is not None or stop is not None:
                 raise CharlmError(f"--{'length' if length is not None else 'stop'} applies to language-model runs; "
@@ -61,10 +63,10 @@ def sample(
         length = DEFAULT_LENGTH if length is None else length
         if length < 0:
             raise CharlmError(f"--length must be 0 or more, got {length}")
-        seed = default_prime(loaded.vocab) if seed is None else seed
+        seed = default_prime(loaded.vocab) if seed is None else with_line_ending(loaded.vocab, seed)
         if num_samples == 1 and not as_json:
             _stream(seed, generate(loaded.model, loaded.vocab, seed, length, options, generator, stop=stop,
-                                   line_start=line_start))
+                                   line_start=line_start), line_ending(loaded.vocab))
             return
         samples = generate_many(loaded.model, loaded.vocab, seed, length, num_samples, options, generator,
                                 stop=stop, line_start=line_start)
@@ -75,14 +77,14 @@ def sample(
                 typer.echo(("\n" if index else "") + seed + text)
 
 
-def _stream(seed: str, chars) -> None:
+def _stream(seed: str, chars, ending: str) -> None:
     stream = sys.stdout
     stream.write(seed)
     stream.flush()
     for char in chars:
         stream.write(char)
         stream.flush()
-    stream.write("\n")
+    stream.write(ending)  # a CRLF corpus's model writes CRLF around its sample
     stream.flush()
 
 

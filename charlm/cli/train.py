@@ -106,7 +106,7 @@ def train(
         preset = load_config_file(config) if config else {}
         run_dir = out or DEFAULT_ROOT / run_name(arguments)
         if resume:
-            resolved = resumed_config(run_dir, {**preset, **flags})
+            resolved = resumed_config(run_dir, flags, preset, config)
         else:
             named = named_corpus_of(arguments)
             if named and "tokenizer" not in {**preset, **flags} and {**preset, **flags}.get("task", "lm") == "lm":

@@ -28,6 +28,11 @@ class SamplingOptions:
             raise CharlmError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
+# Above this the Gumbel-max shortcut (logits + T * noise) would overflow float32; pick_next takes over,
+# and is exact there: every kept logit / T is then 0, so the draw is uniform over them.
+_GUMBEL_MAX_TEMPERATURE = 1e30
+
+
 def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits / temperature, shifted so the best is 0: safe for any temperature > 0. logits: (..., V)."""
     # Dividing first, a tiny temperature (1e-20) made every logit +-inf, softmax
@@ -37,25 +42,39 @@ def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., V), <= 0
     if temperature < torch.finfo(shifted.dtype).tiny:  # it would round to 0 here: greedy
         return shifted.masked_fill(shifted < 0, float("-inf"))
+    if temperature > torch.finfo(shifted.dtype).max:  # it would round to inf (-inf / inf = NaN): uniform
+        return torch.zeros_like(shifted).masked_fill(shifted == float("-inf"), float("-inf"))
     return shifted.div_(temperature)
 
 
 def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
-    """Scale by temperature and mask what top-k / top-p exclude with -inf. logits: (..., V)."""
-    logits = scale_logits(logits, options.temperature)
+    """Scale by temperature and mask what top-k / top-p exclude with -inf. logits: (..., V).
+
+    Which characters top-k and top-p keep follows the ranking of the raw
+    logits, which no temperature changes. Ranked by the scaled logits, an
+    infinite temperature (every scaled logit 0) made all of them tie, and
+    top-k kept everything.
+    """
+    scaled = scale_logits(logits, options.temperature)
+    keep = torch.ones_like(scaled, dtype=torch.bool)
     vocab_size = logits.shape[-1]
     if options.top_k is not None and options.top_k < vocab_size:
         kth_best = torch.topk(logits, options.top_k, dim=-1).values[..., -1:]  # (..., 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+        keep &= logits >= kth_best
     if options.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
+        order = torch.sort(logits, dim=-1, descending=True, stable=True).indices  # (..., V), by raw logit
+        probs = torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1).gather(-1, order)
         # Drop a character when the ones ranked above it already reach top_p;
         # the most likely one is therefore always kept.
         drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= options.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+        keep &= ~torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return scaled.masked_fill(~keep, float("-inf"))
+
+
+def is_plain(options: SamplingOptions, vocab_size: int) -> bool:
+    """Whether GumbelNoise's shortcut applies: temperature sampling over the whole vocabulary."""
+    return (0 < options.temperature <= _GUMBEL_MAX_TEMPERATURE and options.top_p >= 1.0
+            and (options.top_k is None or options.top_k >= vocab_size))
 
 
 def pick_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator) -> torch.Tensor:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from charlm.engine.lock import LOCK_NAME, is_lock_file
 from charlm.errors import CharlmError, CheckpointError
 from charlm.files import write_atomic
 
@@ -115,11 +116,14 @@ def _is_charlm_record(record: object) -> bool:
 
 
 def is_run_directory(folder: Path, file_names: list[str] | None = None) -> bool:
-    """Whether charlm wrote this folder as a run: its best or last JSON is a charlm checkpoint.
+    """Whether charlm wrote this folder as a run: its best or last JSON is a charlm checkpoint, or it
+    holds charlm's lock file (a run before its first checkpoint, or one still training).
 
     file_names: the folder's files, when the caller has listed them already
     (a directory walk), to open nothing in folders that cannot be runs.
     """
+    if (file_names is None or LOCK_NAME in file_names) and is_lock_file(folder / LOCK_NAME):
+        return True
     for kind in KINDS:
         name = f"{kind}.json"
         if file_names is not None and name not in file_names:

@@ -2,8 +2,9 @@
 
 The engine yields these and never prints; the CLI renders them, a notebook
 can collect them, a TensorBoard writer can log them. Every task reports
-through the same four events: task-specific figures travel in `metrics`
-(named as in `metrics.jsonl`) and `data` (the task's facts about its data).
+through the same four events, and a `Notice` when there is something to say
+once: task-specific figures travel in `metrics` (named as in `metrics.jsonl`)
+and `data` (the task's facts about its data).
 """
 
 from __future__ import annotations
@@ -73,3 +74,11 @@ class RunFinished:
     run_dir: Path
     skipped_steps: int
     metrics: dict = field(default_factory=dict)  # the best evaluation's metrics
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something a person should know about the run, said once in one line (the CLI shows it on stderr)."""
+
+    kind: str  # took_over: an unfinished start was taken over | slow_step: one step is a sizeable part of the budget
+    message: str

@@ -11,7 +11,13 @@ split and shows a preview, and the `last` checkpoint (and `best`, when the task'
 metric improved) is written. A stop request (Ctrl-C, SIGTERM) is honoured
 between steps, after a checkpoint, so no step is ever half-saved. Training
 ends at the nearest of the bounds (steps, epochs, time) or, with
-`patience`, after that many evaluations without a new best.
+`patience`, after that many evaluations without a new best. Under a time
+budget no step starts that the last step's measured time says cannot finish
+inside it, and a step that takes a sizeable part of the budget is said once.
+
+The run directory is held (locked) by this process from before anything is
+written until the run ends (rundir.py, lock.py); a new run that saves no
+checkpoint takes what it wrote away again.
 
 Under torchrun every process runs this same loop on its share of each batch
 (see distributed.py); rank 0 alone writes and reports.
@@ -28,7 +34,8 @@ import torch
 from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
-from charlm.engine.events import Evaluated, RunFinished, RunStarted, StepProgress
+from charlm.engine.events import Evaluated, Notice, RunFinished, RunStarted, StepProgress
+from charlm.engine.memory import check_fits, is_out_of_memory, out_of_memory
 from charlm.engine.resume import check_run_dir, claim_run_dir, collect_rank_state, resume_state
 from charlm.engine.runtime import resolve_device, resolve_precision, seed_everything
 from charlm.engine.schedule import current_lr, run_progress
@@ -42,6 +49,10 @@ from charlm.files import append_jsonl
 
 class NonFiniteLossError(CharlmError):
     pass
+
+
+# A step that takes this share of the time budget or more is worth a word: at most ten fit.
+SLOW_STEP_SHARE = 0.1
 
 
 def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Callable[[], bool] = lambda: False,
@@ -59,10 +70,31 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
         point = check_run_dir(run_dir, resume, task, world)
         amp_dtype = resolve_precision(config.precision, device, config.cell)
         task.prepare(world, point.record if point else None)
+        check_fits(task, device, amp_dtype, world)
         return point, amp_dtype
 
     point, amp_dtype = together(world, prepare)
-    together(world, lambda: claim_run_dir(run_dir, point), main_only=True)
+    start = {"task": task.name, **task.record(), "config": config.to_dict(), "restart": resume and not point}
+    held = together(world, lambda: claim_run_dir(run_dir, point, start), main_only=True)
+    try:
+        if held is not None and held.notice:
+            yield Notice("took_over", held.notice)
+        yield from _train_in(task, run_dir, point, amp_dtype, device, stop_requested, world, strategy)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(exc, device) from None
+        if isinstance(exc, COMMUNICATION_ERRORS) and world.distributed:
+            raise lost_peer(exc) from None
+        raise
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _train_in(task: Task, run_dir: Path, point, amp_dtype, device: torch.device,
+              stop_requested: Callable[[], bool], world: World, strategy) -> Iterator[object]:
+    """The run itself, once its directory is held."""
+    config = task.config
     seed_everything(config.rng_seed)  # the same initial weights on every rank
     model = task.build_model().to(device)
     optimisation = strategy(model, config, device, amp_dtype, world)
@@ -77,13 +109,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
                      device=str(device), precision=optimisation.precision, world_size=world.size,
                      num_parameters=sum(p.numel() for p in model.parameters()),
                      resumed_from_step=state.step if point else None)
-    loop = _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested)
-    try:
-        yield from loop.run()
-    except COMMUNICATION_ERRORS as exc:
-        if not world.distributed:
-            raise
-        raise lost_peer(exc) from None
+    yield from _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested).run()
 
 
 class _Loop:
@@ -95,6 +121,11 @@ class _Loop:
         self.clock = time.monotonic()
         self.interrupted = False
         self.best_metrics: dict = {}
+        # The clock (agreed across ranks) at the same point of the step before, and the
+        # last step's duration measured from it: what the time budget is checked against.
+        self.step_mark: float | None = state.elapsed_seconds
+        self.step_seconds: float | None = None
+        self.said_slow = False
 
     def stop_reason(self) -> str | None:
         c, s = self.config, self.state
@@ -102,8 +133,8 @@ class _Loop:
             return "max_steps"
         if c.epochs and s.epoch >= c.epochs:
             return "epochs"
-        if c.time_budget_seconds and s.elapsed_seconds >= c.time_budget_seconds:
-            return "time_budget"
+        if c.time_budget_seconds and s.elapsed_seconds + (self.step_seconds or 0.0) > c.time_budget_seconds:
+            return "time_budget"  # spent, or the next step could not finish inside it
         if c.patience and s.evaluations_since_best >= c.patience:
             return "patience"
         if self.interrupted:
@@ -128,6 +159,8 @@ class _Loop:
             s.batch += 1
             s.units_seen += batch.units
             self.carry = result.carry
+            if (slow := self.slow_step_notice()) is not None:
+                yield slow
             if result.loss is None:
                 self.count_skipped()
             else:
@@ -153,6 +186,7 @@ class _Loop:
                 yield self.evaluate_and_save()
                 evaluated_at = s.step
                 report_clock += time.monotonic() - eval_started  # throughput measures training alone
+                self.step_mark = None  # the next step's time would include the evaluation's
         if s.step != evaluated_at and s.step > 0:
             if reason == "interrupted":  # save now; a full validation pass can wait
                 self.save_last(self.checkpoint_meta({}))
@@ -161,6 +195,17 @@ class _Loop:
         yield RunFinished(step=s.step, reason=reason, best_score=s.best_score, best_step=s.best_step,
                           main_metric=self.task.main_metric, elapsed_seconds=s.elapsed_seconds,
                           run_dir=self.run_dir, skipped_steps=s.skipped_steps, metrics=self.best_metrics)
+
+    def slow_step_notice(self) -> Notice | None:
+        """Once per run: a step took a sizeable part of the time budget (so few steps fit in it)."""
+        budget = self.config.time_budget_seconds
+        if self.said_slow or not budget or self.step_seconds is None or self.step_seconds < SLOW_STEP_SHARE * budget:
+            return None
+        self.said_slow = True
+        share = "longer than the whole" if self.step_seconds > budget else "a sizeable part of the"
+        return Notice("slow_step", f"one step takes {self.step_seconds:.1f} s, {share} {self.config.time_budget} "
+                                   "time budget; no step starts that could not finish inside it; for more steps "
+                                   "lower --batch-size or --seq-len, or raise --time-budget")
 
     def count_skipped(self) -> None:
         """A non-finite step was skipped (it would have poisoned every weight); too many in a row stop the run."""
@@ -188,6 +233,9 @@ class _Loop:
         bad, interrupted, elapsed = agree_max(self.world, self.device,
                                               [float(bad_step), float(self.stop_requested()), elapsed])
         self.state.elapsed_seconds, self.interrupted = elapsed, bool(interrupted)
+        if self.step_mark is not None:  # agreed values: every rank measures the same step time
+            self.step_seconds = elapsed - self.step_mark
+        self.step_mark = elapsed
         return bool(bad)
 
     def evaluate_and_save(self) -> Evaluated:

@@ -1,7 +1,9 @@
 """Starting a run directory, saving what an exact resume needs, and picking a run up where it stopped.
 
-A fresh run refuses a directory that already holds anything, so nothing a
-user trained is overwritten by accident. A resumed run restores weights,
+A fresh run refuses a directory that holds a run or anything charlm did not
+write, so nothing a user trained is overwritten by accident; it may take over
+an unfinished start (rundir.py). Whichever it is, the directory is locked
+for the run (lock.py). A resumed run restores weights,
 optimizer moments, counters, the task's carry (the language model's hidden
 state) and the RNG states from the `last` checkpoint, and trims
 `metrics.jsonl` back to that step so lines written after it (by a run that
@@ -22,6 +24,7 @@ from charlm.config import TrainConfig, build_config, stored_value
 from charlm.engine.checkpoint import (join_optimizer_state, load_weights, read_record, read_tensors,
                                       split_optimizer_state)
 from charlm.engine.distributed import SINGLE, World
+from charlm.engine.rundir import Claim, check_fresh, claim, read_start, refuse_if_held
 from charlm.engine.runtime import capture_rng_state, restore_rng_state
 from charlm.engine.state import TrainState
 from charlm.errors import CharlmError, CheckpointError, RunDirectoryError
@@ -36,25 +39,45 @@ FIXED_ON_RESUME = ("task", "cell", "hidden_size", "num_layers", "embedding_size"
 CARRY_PREFIX = "hidden."
 
 
-def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The stored config of the run in run_dir, with the given flags applied on top."""
-    record = read_record(_last_json(run_dir))
+def resumed_config(run_dir: Path, overrides: dict[str, Any], preset: dict[str, Any] | None = None,
+                   preset_path: Path | None = None) -> TrainConfig:
+    """The stored config of the run in run_dir, with a preset (--config) and then the flags on top.
+
+    A setting that cannot change is blamed on where it came from: the flag,
+    or the preset file (the user may never have typed its flag).
+    """
+    record = recorded_run(run_dir)
+    preset = preset or {}
     for key in FIXED_ON_RESUME:
-        if key in overrides and overrides[key] != stored_value(record["config"], key):
-            raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming "
-                              f"(the run uses {stored_value(record['config'], key)!r})")
-    return build_config(record["config"], overrides)
+        stored = stored_value(record["config"], key)
+        if key in overrides and overrides[key] != stored:
+            raise CharlmError(f"--{key.replace('_', '-')} cannot change when resuming (the run uses {stored!r})")
+        if key not in overrides and key in preset and preset[key] != stored:
+            raise CharlmError(f"{key} = {preset[key]!r} in {preset_path or 'the --config preset'} differs from "
+                              f"the run's {stored!r}, and it cannot change when resuming; resume without "
+                              "--config, or with a preset that matches the run")
+    return build_config(record["config"], preset, overrides)
 
 
 def recorded_run(run_dir: Path) -> dict:
-    """The `last` record of the run in run_dir (what it trained on, its task and settings)."""
+    """The `last` record of the run in run_dir (what it trained on, its task and settings), or for an
+    unfinished start (no checkpoint yet) its start record."""
+    if not (run_dir / "last.json").is_file():
+        started = read_start(run_dir)
+        if started is not None:
+            return started
     return read_record(_last_json(run_dir))
 
 
 def _last_json(run_dir: Path) -> Path:
     path = run_dir / "last.json"
     if not path.is_file():
-        raise RunDirectoryError(f"nothing to resume: {run_dir} holds no checkpoint (last.json); "
+        if run_dir.is_file():
+            raise RunDirectoryError(f"--out {run_dir} is a file, not a run directory; "
+                                    "pass the run's directory with --out")
+        stopped = (" (its run stopped before the first one, and a new run without --resume takes the "
+                   "directory over)" if run_dir.is_dir() and any(run_dir.iterdir()) else "")
+        raise RunDirectoryError(f"nothing to resume: {run_dir} holds no checkpoint (last.json){stopped}; "
                                 "start a new run without --resume")
     return path
 
@@ -140,22 +163,17 @@ class ResumePoint:
 
 def check_run_dir(run_dir: Path, resume: bool, task, world: World = SINGLE) -> ResumePoint | None:
     """Check that a run can start (a free directory) or resume (a matching checkpoint); write nothing."""
-    config = task.config
     if not resume:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
-                                    "or choose another with --out")
+        check_fresh(run_dir)
+        return None
+    refuse_if_held(run_dir)
+    started = read_start(run_dir)
+    if started is not None:  # stopped before its first checkpoint: it starts again from scratch
+        _check_same_run(run_dir, started, task)
         return None
     json_path = _last_json(run_dir)
     record = read_record(json_path)
-    recorded_task = record.get("task", "lm")
-    if recorded_task != task.name:
-        raise CharlmError(f"the run in {run_dir} trains the task {recorded_task}, not {task.name}; "
-                          f"resume it with --task {recorded_task}, or start a new run in another --out")
-    for key in FIXED_ON_RESUME:
-        if stored_value(record["config"], key) != getattr(config, key):
-            raise CharlmError(f"{key} cannot change when resuming "
-                              f"(the run uses {stored_value(record['config'], key)!r})")
+    _check_same_run(run_dir, record, task)
     if "state" not in record or "trainer" not in record:
         raise CheckpointError(f"{json_path} has no resume state; start a new run in another --out")
     trained_by = record["trainer"].get("state", {}).get("world_size", 1)
@@ -168,16 +186,29 @@ def check_run_dir(run_dir: Path, resume: bool, task, world: World = SINGLE) -> R
                        weights=read_tensors(weights_path), weights_path=weights_path)
 
 
-def claim_run_dir(run_dir: Path, point: ResumePoint | None) -> None:
-    """Create a fresh run directory, or trim a resumed run's metrics back to its checkpoint."""
+def _check_same_run(run_dir: Path, record: dict, task) -> None:
+    """The task and the settings that fix the weights' shape and the data's layout must be the run's."""
+    recorded_task = record.get("task", "lm")
+    if recorded_task != task.name:
+        raise CharlmError(f"the run in {run_dir} trains the task {recorded_task}, not {task.name}; "
+                          f"resume it with --task {recorded_task}, or start a new run in another --out")
+    for key in FIXED_ON_RESUME:
+        if stored_value(record["config"], key) != getattr(task.config, key):
+            raise CharlmError(f"{key} cannot change when resuming "
+                              f"(the run uses {stored_value(record['config'], key)!r})")
+
+
+def claim_run_dir(run_dir: Path, point: ResumePoint | None, start_record: dict) -> Claim:
+    """Lock the run directory for this process (creating it for a new run), clear an unfinished
+    start, record how the run starts; for a resumed run, trim its metrics back to its checkpoint."""
+    held = claim(run_dir, point.record["step"] if point else None, start_record)
     if point is not None:
-        _trim_metrics(run_dir / "metrics.jsonl", point.record["step"])
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create run directory {run_dir}: {exc.strerror}; "
-                                "choose another with --out") from None
+        try:
+            _trim_metrics(run_dir / "metrics.jsonl", point.record["step"])
+        except BaseException:
+            held.release()
+            raise
+    return held
 
 
 def _trim_metrics(path: Path, last_step: int) -> None:

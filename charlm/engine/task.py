@@ -54,7 +54,14 @@ class Evaluation:
 
 
 class Task(Protocol):
-    """What the engine asks of a task (see tasks/lm/task.py for a complete example)."""
+    """What the engine asks of a task (see tasks/lm/task.py for a complete example).
+
+    Optional: `estimate_activation_bytes(world, element_size) -> int`, the
+    bytes one batch of this rank keeps for backward at `element_size` bytes
+    per autocast value. The engine adds it to the parameters' share when it
+    checks that a run fits in memory (memory.py); a task without it is
+    checked on its parameters alone.
+    """
 
     name: str  # lm | lines | classify | seq2seq: stored in every checkpoint
     config: TrainConfig
@@ -75,7 +82,11 @@ class Task(Protocol):
         """Those facts in one line for people."""
 
     def build_model(self) -> nn.Module:
-        """A freshly initialised model (the engine seeds the generator first)."""
+        """A freshly initialised model (the engine seeds the generator first).
+
+        The engine also builds it once on the `meta` device to count its
+        parameters, so it must create its tensors on the default device.
+        """
 
     def model_summary(self) -> str: ...
 

@@ -43,7 +43,7 @@ import torch
 
 from charlm.files import write_atomic
 from charlm.errors import CorpusError, VocabularyError
-from charlm.text.sources import SourceFile
+from charlm.text.sources import SourceFile, sniff_format
 from charlm.text.vocab import ByteVocab, Vocab, smallest_dtype_bits
 
 FILE_SEPARATOR = b"\n\n"
@@ -162,6 +162,8 @@ class _FileReader:
             self.size += len(raw)
             if first and raw.startswith(codecs.BOM_UTF8):
                 raw, start_offset = raw[3:], start_offset + 3
+            elif first and (known := sniff_format(raw[:8192], self.path)):  # compressed, UTF-16, ...
+                raise CorpusError(f"{self.path} is {known[0]}, not UTF-8 text; {known[1]}")
             first = False
             text = self._decode(decoder, raw, start_offset)
             if self.normalize:

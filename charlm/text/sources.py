@@ -14,13 +14,16 @@
 `--include GLOB` (repeatable) keeps only the files found by walking whose name
 or relative path matches one of the globs. Files found by walking or by a glob
 that look binary (a NUL byte in their first 8 KiB) or cannot be read are
-skipped with a warning, or refused with `strict`. The order is that of the
+skipped with a warning, or refused with `strict`; compressed files, archives
+and UTF-16 text are recognised by their first bytes and called what they are,
+with the command that turns them into text. The order is that of the
 arguments, and within each the sorted order: the same command always makes
 the same corpus. How the files are joined is in encoding.py.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import glob
 import os
@@ -49,9 +52,46 @@ class Selection:
     warnings: list[str] = field(default_factory=list)
 
 
-def looks_binary(path: Path) -> bool:
+# Files people take for text, by their first bytes: (what it is, how to get text out of it).
+_MAGIC = [
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first: gunzip -k {path}"),
+    (b"PK\x03\x04", "a zip archive", "unpack it first: unzip {path}"),
+    (b"BZh", "bzip2-compressed", "decompress it first: bunzip2 -k {path}"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first: unxz -k {path}"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first: unzstd {path}"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text", "convert it to UTF-8 first: iconv -f UTF-32 -t UTF-8 {path}"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text", "convert it to UTF-8 first: iconv -f UTF-32 -t UTF-8 {path}"),
+    (b"\xff\xfe", "UTF-16 text", "convert it to UTF-8 first: iconv -f UTF-16 -t UTF-8 {path}"),
+    (b"\xfe\xff", "UTF-16 text", "convert it to UTF-8 first: iconv -f UTF-16 -t UTF-8 {path}"),
+]
+
+
+def sniff_format(head: bytes, path: Path) -> tuple[str, str] | None:
+    """(what the file is, the way to text) for a compressed file, an archive or UTF-16/32 text; else None.
+
+    head: the file's first bytes. UTF-16 without a byte-order mark is told by
+    its zero bytes: every other byte of ASCII text.
+    """
+    for magic, what, advice in _MAGIC:
+        if head.startswith(magic) and (magic != b"BZh" or head[3:4].isdigit()):
+            return what, advice.format(path=path)
+    pairs = len(head) // 2
+    if pairs >= 8:
+        even_zeros, odd_zeros = head[0:2 * pairs:2].count(0), head[1:2 * pairs:2].count(0)
+        if max(even_zeros, odd_zeros) > 0.9 * pairs and min(even_zeros, odd_zeros) < 0.1 * pairs:
+            endian = "LE" if odd_zeros > even_zeros else "BE"
+            return "UTF-16 text", f"convert it to UTF-8 first: iconv -f UTF-16{endian} -t UTF-8 {path}"
+    return None
+
+
+def _binary_problem(path: Path) -> str | None:
+    """Why a file found by walking is not text ("is gzip-compressed (...)", "looks binary"), or None."""
     with path.open("rb") as handle:
-        return b"\0" in handle.read(_SNIFF_BYTES)
+        head = handle.read(_SNIFF_BYTES)
+    known = sniff_format(head, path)
+    if known:
+        return f"is {known[0]} ({known[1]})"
+    return "looks binary" if b"\0" in head else None
 
 
 def _matches(relative: Path, include: list[str]) -> bool:
@@ -96,8 +136,7 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
         if not named:
             problem = None
             try:
-                if looks_binary(path):
-                    problem = "looks binary"
+                problem = _binary_problem(path)
             except OSError as exc:
                 problem = f"cannot be read ({exc.strerror})"
             if problem:
@@ -127,8 +166,19 @@ def select_files(arguments: list[str], include: list[str] | None = None, strict:
             for found in matched:
                 add(found, named=False)
         else:
-            raise CorpusError(f"corpus file {path} does not exist; check the path")
+            raise CorpusError(f"corpus file {path} does not exist; {_did_you_mean(argument)}")
     if not selection.files:
         raise CorpusError("no files left to train on: " + "; ".join(selection.warnings)
                           + "; point at text files, or pick them with --include GLOB")
     return selection
+
+
+def _did_you_mean(argument: str) -> str:
+    """The way out of a path that does not exist: a named corpus it is close to, or checking the path."""
+    from charlm.text.named import REGISTRY  # named corpora build on this module's neighbours
+
+    if "/" not in argument and "." not in argument:
+        close = difflib.get_close_matches(argument.lower(), REGISTRY, n=1, cutoff=0.75)
+        if close:
+            return f"did you mean the named corpus {close[0]}? (see: charlm corpus list)"
+    return "check the path"

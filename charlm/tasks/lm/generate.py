@@ -11,15 +11,30 @@ from typing import Iterator
 
 import torch
 
-from charlm.decode.sampling import GumbelNoise, SamplingOptions, pick_next
+from charlm.decode.sampling import GumbelNoise, SamplingOptions, is_plain, pick_next
 from charlm.errors import CharlmError, VocabularyError
 from charlm.tasks.lm.model import CharRNN
 from charlm.text.vocab import Vocab
 
 
+def line_ending(vocab: Vocab) -> str:
+    """The line ending of the text the model learned: CRLF if its characters include CR and LF, else LF.
+
+    (A byte-level model's vocabulary is every byte, so it cannot tell: LF.)
+    """
+    crlf = vocab.tokenizer == "chars" and "\r" in vocab.chars and "\n" in vocab.chars
+    return "\r\n" if crlf else "\n"
+
+
+def with_line_ending(vocab: Vocab, text: str) -> str:
+    """text with its line ends written as the model's corpus writes them (a typed seed has LF)."""
+    ending = line_ending(vocab)
+    return text if ending == "\n" else text.replace("\r\n", "\n").replace("\n", ending)
+
+
 def default_prime(vocab: Vocab) -> str:
-    """A newline (samples then start like a fresh line), or the first character the model knows."""
-    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+    """A line end (samples then start like a fresh line), or the first character the model knows."""
+    return line_ending(vocab) if "\n" in vocab.chars else vocab.chars[0]
 
 
 def line_start_context(vocab: Vocab, prime: str) -> str:
@@ -31,9 +46,9 @@ def line_start_context(vocab: Vocab, prime: str) -> str:
     after "\ndef" 99.5%. A newline first puts it at the start of a line, which
     is what a seed almost always is.
     """
-    if prime.startswith("\n") or vocab.unknown_chars("\n"):
+    if prime.startswith(("\n", "\r")) or vocab.unknown_chars("\n"):
         return ""
-    return "\n"
+    return line_ending(vocab)
 
 
 def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: SamplingOptions,
@@ -45,14 +60,16 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sam
     zero state. The prime text is checked here, before anything is generated,
     so a bad one fails before any output.
     """
-    _check_prime(vocab, prime)
+    _check_prime(vocab, prime, stop)
     context = line_start_context(vocab, prime) if line_start else ""
     return _generate(model, vocab, context + prime, length, options, generator, stop)
 
 
-def _check_prime(vocab: Vocab, prime: str) -> None:
+def _check_prime(vocab: Vocab, prime: str, stop: str | None = None) -> None:
     if not prime:
         raise CharlmError("the prime text (--seed) must not be empty")
+    if stop == "":  # it would be "found" before the first character, or (as it was) silently ignored
+        raise CharlmError("--stop must not be empty; leave it out to sample all of --length")
     unknown = vocab.unknown_chars(prime)
     if unknown:
         shown = ", ".join(repr(c) for c in unknown)
@@ -70,7 +87,7 @@ def generate_many(model: CharRNN, vocab: Vocab, prime: str, length: int, count: 
     """
     if count < 1:
         raise CharlmError(f"--num-samples must be at least 1, got {count}")
-    _check_prime(vocab, prime)
+    _check_prime(vocab, prime, stop)
     context = line_start_context(vocab, prime) if line_start else ""
     device = next(model.parameters()).device
     model.eval()
@@ -105,9 +122,8 @@ def _generate(model: CharRNN, vocab: Vocab, prime: str, length: int, options: Sa
     last = logits[-1]  # (1, V)
     layers = model.split_hidden(hidden, 1)
     step = model.stepper()
-    plain = options.temperature > 0 and options.top_p >= 1.0 and (
-        options.top_k is None or options.top_k >= last.shape[-1])
-    noise = GumbelNoise(generator, last.shape[-1], options.temperature, device) if plain else None
+    noise = GumbelNoise(generator, last.shape[-1], options.temperature, device) if is_plain(
+        options, last.shape[-1]) else None
     tail, decoder = "", vocab.stream_decoder()
     for _ in range(length):
         if noise is not None:
