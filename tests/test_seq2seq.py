@@ -209,3 +209,36 @@ def test_copy_and_reverse_are_learned_to_full_exact_match_on_held_out_strings(tm
     stats, translations = evaluate_seq2seq(load_checkpoint(tmp_path / "run"), test_path)
     assert stats.sources == 200
     assert stats.exact_match == 1.0, [(t.source, t.text) for t in translations if t.text != flip(t.source)][:5]
+
+
+MEASURE_STEP = """
+import random, resource, sys, torch
+torch.set_num_threads(1)
+from charlm.config import build_config
+from charlm.engine.distributed import SINGLE
+from charlm.tasks.seq2seq.task import Seq2SeqTask
+from charlm.text.pairs import read_pairs
+task = Seq2SeqTask(read_pairs(sys.argv[1]), build_config({"task": "seq2seq", "cell": "gru", "hidden_size": 128,
+                                                          "batch_size": 64, "attention": sys.argv[2]}))
+task.prepare(SINGLE, None)
+model, batch = task.build_model(), task.epoch(0, SINGLE).batch(0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss, _ = task.loss(model, batch, None, torch.device("cpu"))
+loss.backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, task.estimate_activation_bytes(SINGLE, 4))
+"""
+
+
+@pytest.mark.parametrize("attention", ["additive", "dot"])
+def test_the_memory_estimate_of_a_batch_is_close_to_what_its_step_takes(tmp_path, attention):
+    import subprocess
+    import sys
+
+    rng = random.Random(0)  # 80 pairs of 90 characters each side: one batch of 64, all of the longest length
+    path = _pairs_file(tmp_path, ["".join(rng.choice("abcdefgh") for _ in range(90)) + "\t"
+                                  + "".join(rng.choice("stuvwxyz") for _ in range(90)) for _ in range(80)])
+    done = subprocess.run([sys.executable, "-c", MEASURE_STEP, str(path), attention], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    measured, estimated = map(int, done.stdout.split())
+    assert 0.75 < measured / estimated < 1.3, (measured, estimated)

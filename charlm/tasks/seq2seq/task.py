@@ -37,6 +37,11 @@ from charlm.text.vocab import Vocab
 # charlm eval decodes them all.
 DECODED_SOURCES = 1000
 PREVIEW_PAIRS = 4
+# Values kept for backward per unit of hidden_size, per pair and position: by a recurrent layer over a
+# (packed) sequence, and added per step by the input-feeding loop (its cell's saved values, the context,
+# [c; h], h~ and their stack). Fitted to the peak resident memory of steps at hidden 128 (a test checks).
+_SAVED_PER_UNIT = {"lstm": 16, "gru": 18, "rnn": 5}
+_STEPPED_PER_UNIT = 10
 
 
 def decoded_subset(references: list, limit: int = DECODED_SOURCES) -> list:
@@ -51,6 +56,7 @@ class Seq2SeqTask:
     unit = "char"
     main_metric = "val_loss"
     higher_is_better = False
+    batch_flags = "--batch-size, --max-source-length or --max-target-length"
 
     def __init__(self, data: PairsFile, config: TrainConfig):
         self.data, self.config = data, config
@@ -124,6 +130,24 @@ class Seq2SeqTask:
         attention = "no attention" if c.attention == "none" else f"{c.attention} attention"
         return (f"{c.cell} encoder {c.num_layers}x(2x{c.hidden_size // 2}) bidirectional, decoder "
                 f"{c.num_layers}x{c.hidden_size} with {attention}")
+
+    def estimate_activation_bytes(self, world: World, element_size: int) -> int:
+        """What the longest batch keeps for backward (bucketing puts the longest pairs together).
+
+        Additive attention dominates for long pairs: each decoder step keeps a (source, hidden) tensor per
+        pair, before and after its tanh (a test measures a step against this count).
+        """
+        c = self.config
+        source = int(self.train.source.lengths.max())
+        target = int(self.train.target.lengths.max()) + 1  # and the end symbol
+        hidden, saved = c.hidden_size, c.num_layers * c.hidden_size * _SAVED_PER_UNIT[c.cell]
+        # additive: tanh(W_q q + W_k k) over every source position; dot, general: the scores and weights
+        attention = {"additive": 2 * source * hidden, "none": 0}.get(c.attention, 2 * source)
+        stepped = 0 if c.attention == "none" else _STEPPED_PER_UNIT * hidden + attention
+        encoder = source * (c.embedding_size + saved)
+        decoder = target * (c.embedding_size + saved + stepped)
+        logits = target * 3 * self.vocabs.target.size * 4  # logits, log-softmax and gradient, fp32
+        return c.batch_size * ((encoder + decoder) * element_size + logits)
 
     def record(self) -> dict:
         return {"model": self.spec().to_dict(), "source_vocab": self.vocabs.source.to_json(),
