@@ -213,3 +213,16 @@ def test_the_report_draws_attention_maps_of_validation_translations(runs, monkey
         (runs / "moved.tsv").rename(runs / "rev.tsv")
     assert result.exit_code == 0 and "no attention view: the run's pairs (rev.tsv) are not there" in result.stderr
     assert 'id="plot-loss-step"' in (tmp_path / "s.html").read_text()
+
+
+def test_the_python_api_translates_as_the_command_line_does(runs):
+    import charlm
+
+    piped = _charlm(runs, "translate", *REV, "-", "--json", "--beam-size", "3", "--n-best", "2", stdin="abc\nfexd\n")
+    run = charlm.load(runs / "checkpoints" / "rev")
+    assert run.translate(["abc", "fexd"], beam_size=3, n_best=2) == [json.loads(l) for l in piped.stdout.splitlines()]
+    assert run.translate("abc")["translation"] == _charlm(runs, "translate", *REV, "abc").stdout.strip()
+    with pytest.raises(charlm.CharlmError, match="'x'"):
+        run.translate("fexd", strict=True)
+    with pytest.raises(charlm.CharlmError, match="is a seq2seq run; generate\\(\\) serves lm runs|serves"):
+        run.generate("abc")

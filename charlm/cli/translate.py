@@ -128,7 +128,7 @@ class _Translator:
         n_best = self.decoding.beam is not None and self.decoding.beam.n_best > 1
         for text, translation in zip(texts, translations):
             if self.as_json:
-                typer.echo(json.dumps(_as_dict(text, translation, n_best), ensure_ascii=False))
+                typer.echo(json.dumps(translation.to_dict(text, n_best), ensure_ascii=False))
             elif n_best:
                 typer.echo(text)
                 for rank, candidate in enumerate(translation.candidates, start=1):
@@ -136,14 +136,3 @@ class _Translator:
             else:
                 typer.echo(translation.text)
 
-
-def _as_dict(text: str, translation, n_best: bool) -> dict:
-    best = translation.candidates[0]
-    result = {"source": text, "translation": best.text, "score": round(best.score, 4), "ended": best.ended}
-    if text != translation.source:
-        result["read"] = translation.source  # the source without the characters the model never saw
-    if n_best:
-        result["n_best"] = [{"text": c.text, "score": round(c.score, 4),
-                             "normalized_score": round(c.normalized_score, 4), "ended": c.ended}
-                            for c in translation.candidates]
-    return result

@@ -66,6 +66,18 @@ class Translation:
     def text(self) -> str:
         return self.candidates[0].text
 
+    def to_dict(self, given: str, n_best: bool = False) -> dict:
+        """As `charlm translate --json` prints it; `given` is the input as given (unknown characters included)."""
+        best = self.candidates[0]
+        result = {"source": given, "translation": best.text, "score": round(best.score, 4), "ended": best.ended}
+        if given != self.source:
+            result["read"] = self.source  # the input without the characters the model never saw
+        if n_best:
+            result["n_best"] = [{"text": c.text, "score": round(c.score, 4),
+                                 "normalized_score": round(c.normalized_score, 4), "ended": c.ended}
+                                for c in self.candidates]
+        return result
+
 
 def split_unknown(texts: list[str], vocabs: PairVocabs) -> tuple[list[str], list[str]]:
     """(the texts without characters the source vocabulary lacks, those characters sorted)."""
