@@ -69,6 +69,8 @@ def translate(
         loaded = load_checkpoint(checkpoint, tasks=("seq2seq",), command="charlm translate")
         target = resolve_device(device)
         loaded.model.to(target)
+        if checkpoint is None:  # picked for the user: say which
+            typer.echo(f"charlm: translating with {loaded.path} (step {loaded.record.get('step')})", err=True)
         translator = _Translator(loaded, Decoding(sampling=sampling, beam=beam if beam_size > 1 else None),
                                  make_generator(rng_seed, target), strict, as_json)
         from_stdin = texts == ["-"]
