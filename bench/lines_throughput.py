@@ -72,12 +72,18 @@ class CharlmSide:
         self.advance(2)
 
     def advance(self, reports: int = REPORTS_PER_ROUND) -> float:
-        """Characters (no padding) per second over `reports` progress reports, as the loop measures them."""
-        rates = []
+        """Characters (no padding) per second over `reports` progress reports, as the loop measures them.
+
+        The first report after the generator resumes is dropped: its interval spans the time the
+        generator sat suspended while the lean side ran.
+        """
+        rates, skipped = [], False
         while len(rates) < reports:
             event = next(self.events)
             if isinstance(event, StepProgress):
-                rates.append(event.tokens_per_second)
+                if skipped:
+                    rates.append(event.tokens_per_second)
+                skipped = True
         return float(np.mean(rates))
 
 

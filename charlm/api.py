@@ -6,6 +6,7 @@
     for char in run.stream("ROMEO:", length=300): ...
     stats = run.score("To be, or not to be")                 # nats/char, bits/char, perplexity, surprisal
     names = run.records(10, class_name="Italian")            # a records (--task lines) run
+    run.classify(["Satoshi", "Nguyen"])                      # a --task classify run
     french = run.translate(["I am cold."], beam_size=5)        # a --task seq2seq run
     for event in charlm.train("my.txt", hidden_size=128, time_budget="1m"): ...
 
@@ -136,6 +137,16 @@ class Run:
                                  class_name=class_name, unique=unique)
         return [record.to_dict() for record in sampled]
 
+    def classify(self, texts: str | list[str], top_k: int = 3, strict: bool = False) -> list[dict]:
+        """Each text's `top_k` classes with probabilities (a `--task classify` run), as `charlm classify --json`
+        gives them: {"text", "class", "top": [{"class", "probability"}, ...]} or {"text", "error"}."""
+        from charlm.tasks.classify.inference import Classifier
+
+        self._require("classify", use="classify()")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return [answer.to_dict() for answer in Classifier(self._checkpoint, self._device).classify(texts, top_k,
+                                                                                                     strict)]
+
     def translate(self, texts: str | list[str], beam_size: int = 1, n_best: int = 1, length_penalty: float = 0.6,
                   temperature: float = 0.0, top_k: int | None = None, top_p: float = 1.0, seed: int | None = None,
                   strict: bool = False) -> dict | list[dict]:
@@ -186,7 +197,7 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
     preset = load_config_file(Path(config)) if config else {}
     run_dir = Path(out) if out is not None else DEFAULT_ROOT / run_name(arguments)
     if resume:
-        resolved = resumed_config(run_dir, {**preset, **settings})
+        resolved = resumed_config(run_dir, settings, preset, Path(config) if config else None)
     else:
         named = named_corpus_of(arguments)
         layers = {**preset, **settings}

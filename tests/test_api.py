@@ -81,3 +81,27 @@ def test_only_documented_names_are_public():
     assert dir(charlm) == sorted(charlm.__all__)
     with pytest.raises(AttributeError):
         charlm.train_run  # noqa: B018
+
+
+def test_an_interrupted_run_resumes_through_the_api(tmp_path):
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    settings = dict(out=tmp_path / "run", hidden_size=16, num_layers=1, embedding_size=8, seq_len=16, batch_size=4,
+                    max_steps=30, time_budget=None, eval_every=10, sample_length=0, device="cpu")
+    events = charlm.train(tmp_path / "corpus.txt", **settings)
+    for event in events:
+        if isinstance(event, charlm.Evaluated) and event.step == 10:
+            break  # a notebook user stops iterating: the step-10 checkpoint stays
+    events.close()
+    finished = list(charlm.train(resume=True, out=tmp_path / "run", max_steps=30))[-1]
+    assert isinstance(finished, charlm.RunFinished) and finished.step == 30
+
+
+def test_classify_through_the_api(tmp_path):
+    (tmp_path / "n.tsv").write_text("".join(f"{w}\t{c}\n" for c, words in (("a", "ab ba abb bab aab"),
+                                                                          ("x", "xy yx xyy yxx xxy"))
+                                            for w in words.split()))
+    list(charlm.train(tmp_path / "n.tsv", task="classify", out=tmp_path / "run", hidden_size=16, batch_size=4,
+                      max_steps=30, time_budget=None, eval_every=30, sample_length=0, device="cpu", val_frac=0.2))
+    answers = charlm.load(tmp_path / "run").classify(["abba", "", "yyx"], top_k=2)
+    assert [len(a.get("top", [])) for a in answers] == [2, 0, 2] and "error" in answers[1]
+    assert {a["class"] for a in answers if "class" in a} <= {"a", "x"}

@@ -251,3 +251,16 @@ def test_the_memory_estimate_of_a_batch_is_close_to_what_its_step_takes(tmp_path
     assert done.returncode == 0, done.stderr
     measured, estimated = map(int, done.stdout.split())
     assert 0.75 < measured / estimated < 1.3, (measured, estimated)
+
+
+def test_select_by_picks_chrf_by_default_or_the_loss_and_is_checked_per_task():
+    from charlm.errors import ConfigError
+
+    assert _config().select_by == "chrf" and Seq2SeqTask(None, _config()).main_metric == "val_chrf"
+    by_loss = Seq2SeqTask(None, _config(select_by="loss"))
+    assert (by_loss.main_metric, by_loss.higher_is_better) == ("val_loss", False)
+    with pytest.raises(ConfigError, match="select_by .--select-by. accuracy does not apply to --task seq2seq; "
+                                          "use loss or chrf"):
+        _config(select_by="accuracy")
+    with pytest.raises(ConfigError, match="does not apply to --task classify"):
+        build_config({"task": "classify", "select_by": "chrf"})

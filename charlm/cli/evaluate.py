@@ -45,10 +45,14 @@ def evaluate(
     show_attention: int = typer.Option(0, "--show-attention", metavar="N", help="seq2seq: also draw the attention "
                                        "of N examples (source across, output down)"),
 ) -> None:
-    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines; with
-    exact match, chrF and BLEU of its outputs, for seq2seq)."""
+    """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines);
+    accuracy, macro-F1 and the confusion matrix of a classifier; exact match, chrF and BLEU of a seq2seq
+    model's outputs."""
     with user_errors():
-        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "seq2seq"), command="charlm eval")
+        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "classify", "seq2seq"), command="charlm eval")
+        if loaded.task != "seq2seq" and (beam_size != 1 or show_attention):
+            raise CharlmError(f"--{'beam-size' if beam_size != 1 else 'show-attention'} applies to seq2seq runs; "
+                              f"{loaded.run_dir} is a {loaded.task} run")
         if loaded.task == "seq2seq":
             from charlm.cli.evaluate_pairs import evaluate_pairs
 
@@ -58,9 +62,14 @@ def evaluate(
             evaluate_pairs(loaded, text, skip_unknown, resolve_device(device), precision, as_json, beam_size,
                            length_penalty, show_attention)
             return
-        if beam_size != 1 or show_attention:
-            raise CharlmError(f"--{'beam-size' if beam_size != 1 else 'show-attention'} applies to seq2seq runs; "
-                              f"{loaded.run_dir} is a {loaded.task} run")
+        if loaded.task == "classify":
+            if exact or split != "val" or dynamic:
+                flag = "exact" if exact else "dynamic" if dynamic else "split"
+                raise CharlmError(f"--{flag} applies to language-model runs; a classifier scores whole texts")
+            from charlm.cli.classify import evaluate_run
+
+            evaluate_run(loaded, text, skip_unknown, resolve_device(device), precision, as_json)
+            return
         if loaded.task == "lines":
             if exact or split != "val":
                 raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; "

@@ -46,15 +46,21 @@ def run_name(arguments: list[str]) -> str:
 def open_task(config: TrainConfig, arguments: list[str], include: list[str] | None, strict: bool, run_dir: Path,
               recorded: dict | None, quiet: bool = False):
     """The task the config asks for, over the data the arguments name (or, resuming, the run's own data)."""
-    if config.task == "lines":
-        from charlm.tasks.lines.task import RecordsTask
-
+    if config.task in ("lines", "classify"):
         if recorded is not None:
             arguments = [recorded["data"]["source"]]
         if len(arguments) != 1:
-            raise CorpusError("--task lines reads one path: a file of records (one per line), a folder with one "
-                              "file per class, or a .tsv of text<TAB>label" + (f"; got {len(arguments)}"
-                                                                              if arguments else ""))
+            what = ("a folder with one file per class, or a .tsv of text<TAB>label" if config.task == "classify"
+                    else "a file of records (one per line), a folder with one file per class, or a .tsv of "
+                         "text<TAB>label")
+            raise CorpusError(f"--task {config.task} reads one path: {what}"
+                              + (f"; got {len(arguments)}" if arguments else ""))
+        if config.task == "classify":
+            from charlm.tasks.classify.task import ClassifyTask
+
+            return ClassifyTask(read_records(Path(arguments[0])), config)
+        from charlm.tasks.lines.task import RecordsTask
+
         return RecordsTask(read_records(Path(arguments[0])), config)
     if config.task == "seq2seq":
         return open_pairs_task(config, [recorded["data"]["source"]] if recorded is not None else arguments)

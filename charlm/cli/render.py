@@ -102,6 +102,8 @@ class TrainRenderer:
         self.write(f"# resolved config\n{format_config(e.config)}")
         self.unit = e.unit
         self.write(e.data_summary)
+        for warning in e.data.get("warnings", []):  # what the task did about its data (a class kept for training)
+            print(f"charlm: warning: {warning}", file=self.err, flush=True)
         resumed = f", resumed at step {e.resumed_from_step}" if e.resumed_from_step is not None else ""
         self.write(f"model {e.model_summary}, {e.num_parameters:,} parameters, on {e.device} in {e.precision}"
                    f"{resumed}; run directory {e.run_dir}")

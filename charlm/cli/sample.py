@@ -46,14 +46,15 @@ def sample(
         target = resolve_device(device)
         loaded.model.to(target)
         generator = make_generator(rng_seed, target)
-        if checkpoint is None:  # picked for the user: say which
-            typer.echo(f"charlm: sampling from {loaded.path} (step {loaded.record.get('step')})", err=True)
+        # Once every input is checked, say which run was picked for the user.
+        picked = (lambda: typer.echo(f"charlm: sampling from {loaded.path} (step {loaded.record.get('step')})",
+                                     err=True)) if checkpoint is None else (lambda: None)
         if loaded.task == "lines":
             if length is not None or stop is not None:
                 raise CharlmError(f"--{'length' if length is not None else 'stop'} applies to language-model runs; "
                                   "a records model ends each record itself (bound it with --max-length)")
             _sample_records(loaded, num_samples, options, generator, seed or "", class_name, max_length, novelty,
-                            unique, as_json)
+                            unique, as_json, picked)
             return
         for flag, given in (("--class", class_name is not None), ("--max-length", max_length is not None),
                             ("--novelty", novelty), ("--unique", unique)):
@@ -65,11 +66,14 @@ def sample(
             raise CharlmError(f"--length must be 0 or more, got {length}")
         seed = default_prime(loaded.vocab) if seed is None else with_line_ending(loaded.vocab, seed)
         if num_samples == 1 and not as_json:
-            _stream(seed, generate(loaded.model, loaded.vocab, seed, length, options, generator, stop=stop,
-                                   line_start=line_start), line_ending(loaded.vocab))
+            chars = generate(loaded.model, loaded.vocab, seed, length, options, generator, stop=stop,
+                             line_start=line_start)
+            picked()
+            _stream(seed, chars, line_ending(loaded.vocab))
             return
         samples = generate_many(loaded.model, loaded.vocab, seed, length, num_samples, options, generator,
                                 stop=stop, line_start=line_start)
+        picked()
         for index, text in enumerate(samples):
             if as_json:
                 typer.echo(json.dumps({"text": seed + text}, ensure_ascii=False))
@@ -90,13 +94,14 @@ def _stream(seed: str, chars, ending: str) -> None:
 
 def _sample_records(loaded: Checkpoint, count: int, options: SamplingOptions, generator, prefix: str,
                     class_name: str | None, max_length: int | None, novelty: bool, unique: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, picked) -> None:
     from charlm.tasks.lines.inference import sample_records
 
     if max_length is not None and max_length < 1:
         raise CharlmError(f"--max-length must be at least 1, got {max_length}")
     records = sample_records(loaded, count, options, generator, max_length=max_length, prefix=prefix,
                              class_name=class_name, unique=unique, novelty=novelty)
+    picked()
     show_class = bool(loaded.classes) and class_name is None
     for record in records:
         if as_json:

@@ -41,6 +41,7 @@ def train(
     corpus: Optional[list[str]] = typer.Argument(
         None, help="lm: text files, directories, globs, or one named corpus (charlm corpus list; default: python); "
                    "lines: a file of records, one per line, a folder of class files or a .tsv of text<TAB>label; "
+                   "classify: a folder of class files or a .tsv of text<TAB>label; "
                    "seq2seq: a .tsv of source<TAB>target"),
     include: Optional[list[str]] = typer.Option(
         None, "--include", help="in directories, only files whose name or path matches this glob (repeatable)"),
@@ -62,6 +63,8 @@ def train(
     embedding_dropout: Optional[float] = _opt("embedding_dropout"),
     tie_weights: Optional[bool] = typer.Option(None, "--tie-weights/--untied", help=config_help("tie_weights"),
                                                show_default=False),
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional",
+                                                 help=config_help("bidirectional"), show_default=False),
     seq_len: Optional[int] = _opt("seq_len"),
     batch_size: Optional[int] = _opt("batch_size"),
     val_frac: Optional[float] = _opt("val_frac"),
@@ -72,6 +75,7 @@ def train(
     skip_long: Optional[bool] = typer.Option(None, "--skip-long", help=config_help("skip_long"), show_default=False),
     condition: Optional[bool] = typer.Option(None, "--condition/--no-condition", help=config_help("condition"),
                                              show_default=False),
+    class_weights: Optional[str] = _opt("class_weights"),
     attention: Optional[str] = _opt("attention"),
     max_source_length: Optional[int] = _opt("max_source_length"),
     max_target_length: Optional[int] = _opt("max_target_length"),
@@ -87,6 +91,7 @@ def train(
     epochs: Optional[str] = _opt("epochs", metavar="<int|none>", callback=_count_or_unset),
     time_budget: Optional[str] = _opt("time_budget", metavar="<duration|none>"),
     patience: Optional[str] = _opt("patience", metavar="<int|none>", callback=_count_or_unset),
+    select_by: Optional[str] = _opt("select_by"),
     eval_every: Optional[int] = _opt("eval_every"),
     log_every: Optional[int] = _opt("log_every"),
     sample_length: Optional[int] = _opt("sample_length"),
@@ -98,7 +103,7 @@ def train(
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
     """Train a model: the next character of running text (lm, the default), whole records (--task lines), or
-    a target text for each source text (--task seq2seq)."""
+    the class of each record (--task classify), or a target text for each source text (--task seq2seq)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume", "tensorboard") and v is not None}
     arguments = list(corpus or [])

@@ -3,7 +3,8 @@
 Surprisal runs from white (0 bits: the model was sure) through yellow and
 orange to dark red (SURPRISAL_MAX_BITS or more), ColorBrewer's YlOrRd;
 activations from blue (-1) through white (0) to red (+1), ColorBrewer's RdBu;
-attention weights from white (0) to dark blue (1), ColorBrewer's Blues.
+a share of a whole (a confusion matrix's row) and attention weights from white (0) to dark blue (1),
+ColorBrewer's Blues.
 Each scale also has a one-character mark per value, for output without colour.
 """
 
@@ -16,7 +17,7 @@ from typing import Callable
 SURPRISAL_MAX_BITS = 8  # a 65-character vocabulary guessed uniformly costs 6 bits
 _YLORRD = ["#ffffff", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026"]
 _RDBU = ["#2166ac", "#92c5de", "#ffffff", "#f4a582", "#b2182b"]
-_BLUES = ["#ffffff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b"]
+_BLUES = ["#ffffff", "#deebf7", "#9ecae1", "#4292c6", "#08519c"]
 _WEIGHT_MARKS = " .:-=+*#%@"  # weight 0 .. 1 in tenths
 
 
@@ -77,6 +78,17 @@ ACTIVATION = Scale(
     color=lambda value: _mix(_RDBU, (value + 1) / 2), mark=_activation_mark,
     ticks=(-1.0, -0.5, 0.0, 0.5, 1.0),
     mark_legend="under each character its activation: = below -0.6, - below -0.2, . near 0, + above 0.2, # above 0.6")
+
+
+def _share_mark(share: float) -> str:
+    if not math.isfinite(share):
+        return " "
+    return "#" if share >= 1 else str(max(0, int(share * 10)))  # tenths
+
+
+SHARE = Scale(
+    name="share of the row", low=0.0, high=1.0, color=lambda share: _mix(_BLUES, share), mark=_share_mark,
+    ticks=(0.0, 0.25, 0.5, 0.75, 1.0), mark_legend="the share of the row in tenths (0-9, # for all of it)")
 
 
 def _weight_mark(value: float) -> str:

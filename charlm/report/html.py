@@ -5,10 +5,11 @@ plots (curves), the runs' best figures and settings with their differences
 highlighted (runs), every evaluation with its figures and preview sample
 (evaluations), for language models a validation excerpt coloured by
 surprisal (surprisal), each character's top predictions shown on hover by
-CSS alone, and for seq2seq runs the attention maps of a few validation
-translations (attention). Figures keep full precision in `data-value` attributes, and each
-character its surprisal in `data-bits`, so the page can be checked by a
-program as well as read.
+CSS alone, for classifiers the confusion matrix (task-views), and for
+seq2seq runs the attention maps of a few validation translations
+(attention). Figures keep full precision in `data-value` attributes, and
+each character its surprisal in `data-bits`, so the page can be checked
+by a program as well as read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from charlm.report.colors import SURPRISAL, ink_for, legend_stops, visible
+from charlm.report.confusion import confusion_html
 from charlm.report.plots import Figure, run_color
 from charlm.report.runs import Run, lower_is_better, settings_table
 
@@ -231,12 +233,22 @@ def _text_view(view: TextView, index: int) -> str:
                f"(characters seen at least 3 times).</p>{hardest_table}" if hardest_table else ""))
 
 
+def _classifier_view(run: Run, index: int) -> str:
+    """A classifier's per-class figures and confusion matrix at its best checkpoint, as the record keeps them."""
+    title = f"<h3>{_swatch(index)}{escape(run.name)}: confusion matrix</h3>"
+    validation, classes = run.record.get("validation"), run.record.get("classes", [])
+    if not isinstance(validation, dict) or "confusion" not in validation:
+        return f'{title}<p class="muted">No confusion matrix recorded (no evaluation yet, or an older run).</p>'
+    return title + confusion_html(classes, validation, run.name)
+
+
 def render_report(runs: list[Run], figures: list[Figure], views: list[TextView], generated: str = "",
                   attention: list[AttentionView] | None = None) -> str:
     """The whole page as one string."""
     names = ", ".join(run.name for run in runs)
     index = {run.name: i for i, run in enumerate(runs)}
-    other_tasks = sorted({run.task for run in runs if run.task not in ("lm", "seq2seq")})
+    other_tasks = sorted({run.task for run in runs if run.task not in ("lm", "classify", "seq2seq")})
+    classifiers = "".join(_classifier_view(run, i) for i, run in enumerate(runs) if run.task == "classify")
     sections = [
         ("curves", "Curves", _curves(figures)),
         ("runs", "Runs", _runs(runs)),
@@ -251,9 +263,10 @@ def render_report(runs: list[Run], figures: list[Figure], views: list[TextView],
                          "character written (the last, &lt;end&gt;, the end symbol), each column a source character, "
                          "shaded by how much the decoder looked at it.</p>"
                          + "".join(_attention_view(view, index.get(view.run, 0)) for view in attention)))
-    if other_tasks:
-        sections.append(("task-views", "Task views", f"<p class='muted'>No view for {escape(', '.join(other_tasks))} "
-                         "runs yet: their curves and figures are above.</p>"))
+    if other_tasks or classifiers:
+        sections.append(("task-views", "Task views", classifiers + (
+            f"<p class='muted'>No view for {escape(', '.join(other_tasks))} runs yet: their curves and figures are "
+            "above.</p>" if other_tasks else "")))
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>' for key, title, content in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>charlm report: {escape(names)}</title>'

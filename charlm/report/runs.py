@@ -112,7 +112,10 @@ class Run:
         return int(self.config["batch_size"] * self.config["seq_len"] * (world if _number(world) else 1))
 
     def num_parameters(self) -> int | None:
-        """Parameters of a language model, from its spec (Embedding, the recurrent stack, the head)."""
+        """Parameters as the run recorded them, or for a language model from its spec (Embedding, the
+        recurrent stack, the head)."""
+        if _number(self.record.get("num_parameters")):
+            return int(self.record["num_parameters"])
         spec = self.record.get("model", {})
         try:
             vocab, hidden, layers = spec["vocab_size"], spec["hidden_size"], spec["num_layers"]

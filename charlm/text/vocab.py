@@ -89,9 +89,7 @@ class Vocab:
         in which case they are dropped and counted.
         """
         points = _code_points(text)
-        table = self._sorted_code_points()
-        ids = torch.searchsorted(table, points).clamp_(max=max(len(table) - 1, 0))
-        known = table[ids] == points if len(table) else torch.zeros_like(points, dtype=torch.bool)
+        ids, known = self.lookup(text, points)
         unknown = int((~known).sum())
         if unknown and not skip_unknown:
             missing = sorted({chr(p) for p in points[~known].unique().tolist()})
@@ -100,6 +98,15 @@ class Vocab:
                 "use only characters of its training text"
             )
         return ids[known].long(), unknown
+
+    def lookup(self, text: str, points: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every character's id and whether the vocabulary has it: (ids (N,), known (N,) bool); ids of unknown
+        characters are meaningless."""
+        points = _code_points(text) if points is None else points
+        table = self._sorted_code_points()
+        ids = torch.searchsorted(table, points).clamp_(max=max(len(table) - 1, 0))
+        known = table[ids] == points if len(table) else torch.zeros_like(points, dtype=torch.bool)
+        return ids, known
 
     def unknown_chars(self, text: str) -> list[str]:
         have = set(self.chars)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from charlm.modules.encoder import SequenceEncoder
+from charlm.text.vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,16 @@ class CharClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def model_from_record(record: dict) -> tuple[CharClassifier, Vocab]:
+    """An untrained classifier of a checkpoint's shape and its vocabulary (ValueError if they disagree)."""
+    spec = ClassifierSpec(**record["model"])
+    vocab = Vocab.from_json(record["vocab"])
+    if type(vocab) is not Vocab:
+        raise ValueError("a classifier's vocabulary is a list of characters")
+    if spec.vocab_size != vocab.size:
+        raise ValueError("vocabulary size does not match the model")
+    if spec.num_classes != len(record.get("classes", [])):
+        raise ValueError("the number of classes does not match the model")
+    return CharClassifier(spec), vocab

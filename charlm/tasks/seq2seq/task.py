@@ -10,11 +10,12 @@ Loss: nats per target character, end symbol included.
 Validation: the teacher-forced loss on every validation pair, and the greedy
 outputs of (up to DECODED_SOURCES of) the validation sources scored by chrF,
 exact match and BLEU against all their targets. The best checkpoint is the
-one with the highest validation chrF: what a user of the model gets is its
-decoded output, and the two figures part ways once a model starts to
-overfit (on 10,000 eng-fra pairs the loss bottomed out at step 1,000 while
-chrF still rose by 0.9 at step 1,120), as NMT toolkits found for BLEU and
-perplexity. No carry: every pair starts afresh.
+one with the highest validation chrF (with `--select-by loss`, the lowest
+loss): what a user of the model gets is its decoded output, and the two
+figures part ways once a model starts to overfit (on 10,000 eng-fra pairs
+the loss bottomed out at step 1,000 while chrF still rose by 0.9 at step
+1,120), as NMT toolkits found for BLEU and perplexity. No carry: every pair
+starts afresh.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.config import TrainConfig
+from charlm.config import SELECT_BY, TrainConfig, stored_value
 from charlm.engine.distributed import World
 from charlm.engine.task import Batch, Evaluation
 from charlm.errors import CharlmError, CorpusError
@@ -55,12 +56,12 @@ def decoded_subset(references: list, limit: int = DECODED_SOURCES) -> list:
 class Seq2SeqTask:
     name = "seq2seq"
     unit = "char"
-    main_metric = "val_chrf"
-    higher_is_better = True
     batch_flags = "--batch-size, --max-source-length or --max-target-length"
 
     def __init__(self, data: PairsFile, config: TrainConfig):
         self.data, self.config = data, config
+        self.main_metric = SELECT_BY[config.select_by]  # val_chrf by default (config.SEQ2SEQ_DEFAULTS)
+        self.higher_is_better = config.select_by != "loss"
         self.vocabs: PairVocabs | None = None
         self.train: EncodedPairs | None = None
         self.val: EncodedPairs | None = None
@@ -79,6 +80,9 @@ class Seq2SeqTask:
             if (Vocab.from_json(resumed["source_vocab"]) != self.vocabs.source
                     or Vocab.from_json(resumed["target_vocab"]) != self.vocabs.target):
                 raise CharlmError("the pairs' characters differ from the run's; cannot resume on them")
+            if stored_value(resumed["config"], "select_by") != config.select_by:  # what "best" means
+                raise CharlmError(f"select_by cannot change when resuming (the run uses "
+                                  f"{stored_value(resumed['config'], 'select_by')!r})")
         train, val = split_by_source(data.pairs, config.val_frac, config.rng_seed)
         if not val:
             raise CorpusError("the validation split is empty; raise --val-frac or give more pairs")
