@@ -175,7 +175,7 @@ def test_unknown_source_characters_are_found_and_left_out():
 
 
 def test_decoded_subset_spreads_over_the_list():
-    assert decoded_subset(list(range(10)), 4) == [0, 3, 6, 9]
+    assert decoded_subset(list(range(10)), 4) == [1, 3, 6, 8]  # the middles of 0-2.5, 2.5-5, 5-7.5, 7.5-10
     assert decoded_subset([1, 2], 5) == [1, 2]
 
 

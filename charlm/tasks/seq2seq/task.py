@@ -20,7 +20,6 @@ starts afresh.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,10 +46,11 @@ _STEPPED_PER_UNIT = 10
 
 
 def decoded_subset(references: list, limit: int = DECODED_SOURCES) -> list:
-    """At most `limit` items evenly spaced through the list (a data file sorted by length stays represented)."""
+    """At most `limit` items evenly spread through the list, the middle one of each of `limit` equal stretches
+    (a data file sorted by length stays represented, and a few examples are neither the shortest nor the longest)."""
     if len(references) <= limit:
         return list(references)
-    return [references[i] for i in np.unique(np.linspace(0, len(references) - 1, limit).round().astype(int))]
+    return [references[int((i + 0.5) * len(references) / limit)] for i in range(limit)]
 
 
 class Seq2SeqTask:
