@@ -7,6 +7,7 @@
     stats = run.score("To be, or not to be")                 # nats/char, bits/char, perplexity, surprisal
     names = run.records(10, class_name="Italian")            # a records (--task lines) run
     run.classify(["Satoshi", "Nguyen"])                      # a --task classify run
+    french = run.translate(["I am cold."], beam_size=5)        # a --task seq2seq run
     for event in charlm.train("my.txt", hidden_size=128, time_budget="1m"): ...
 
 Errors are charlm's exception types (charlm.CharlmError and its kin) with
@@ -145,6 +146,30 @@ class Run:
         texts = [texts] if isinstance(texts, str) else list(texts)
         return [answer.to_dict() for answer in Classifier(self._checkpoint, self._device).classify(texts, top_k,
                                                                                                      strict)]
+
+    def translate(self, texts: str | list[str], beam_size: int = 1, n_best: int = 1, length_penalty: float = 0.6,
+                  temperature: float = 0.0, top_k: int | None = None, top_p: float = 1.0, seed: int | None = None,
+                  strict: bool = False) -> dict | list[dict]:
+        """Translations of a `--task seq2seq` run, as `charlm translate --json` gives them (a dict per text).
+
+        Greedy by default; beam search with beam_size > 1 (n_best outputs each); sampling with temperature > 0.
+        Characters the model never saw are left out (listed under "read"), or with strict are an error.
+        """
+        from charlm.decode.search import BeamOptions
+        from charlm.tasks.seq2seq.decode import Decoding, translate
+        from charlm.tasks.seq2seq.inference import readable_sources
+
+        self._require("seq2seq", use="translate()")
+        given = [texts] if isinstance(texts, str) else list(texts)
+        beam = BeamOptions(beam_size=beam_size, length_penalty=length_penalty, n_best=n_best)
+        if temperature > 0 and beam_size > 1:
+            raise CharlmError("temperature samples and beam_size searches; give one of them")
+        decoding = Decoding(sampling=SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p),
+                            beam=beam if beam_size > 1 else None)
+        known, _ = readable_sources(self._checkpoint, given, strict)
+        results = translate(self.model, self._checkpoint.vocab, known, decoding, make_generator(seed, self._device))
+        dicts = [t.to_dict(text, n_best > 1) for text, t in zip(given, results)]
+        return dicts[0] if isinstance(texts, str) else dicts
 
     def __repr__(self) -> str:
         return f"charlm.Run({str(self.path.parent)!r}, task={self.task!r})"

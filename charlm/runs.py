@@ -19,7 +19,8 @@ from charlm.engine.checkpoint import (DAMAGED, DEFAULT_ROOT, load_weights, read_
 from charlm.errors import CharlmError, CheckpointError
 
 # What each command serves, for messages that point a user to the one that fits a run.
-COMMANDS = {"lm": "charlm sample", "lines": "charlm sample", "classify": "charlm classify"}
+COMMANDS = {"lm": "charlm sample", "lines": "charlm sample", "classify": "charlm classify",
+            "seq2seq": "charlm translate"}
 
 
 @dataclass

@@ -116,7 +116,7 @@ def test_sample_says_on_stderr_which_run_it_picked(trained_run, tmp_path, monkey
 
 
 def test_help_shows_flags_as_flags_and_tells_seed_from_rng_seed():
-    for argv in (["-h"], ["train", "-h"], ["sample", "--help"], ["eval", "-h"], ["corpus", "-h"],
+    for argv in (["-h"], ["train", "-h"], ["sample", "--help"], ["eval", "-h"], ["translate", "-h"], ["corpus", "-h"],
                  ["corpus", "list", "-h"]):
         result = CliRunner().invoke(app, argv, env={"COLUMNS": "250"})
         assert result.exit_code == 0 and "Usage" in result.output, result.output
@@ -133,7 +133,7 @@ def test_version_and_shell_completion():
     version = CliRunner().invoke(app, ["--version"])
     assert version.exit_code == 0 and version.stdout == "charlm 0.1.0\n"
     completed = CliRunner().invoke(app, [], prog_name="charlm", env={"_CHARLM_COMPLETE": "complete_bash",
-                                                                    "COMP_WORDS": "charlm tr", "COMP_CWORD": "1"})
+                                                                    "COMP_WORDS": "charlm trai", "COMP_CWORD": "1"})
     assert completed.exit_code == 0 and completed.stdout == "train\n"
 
 

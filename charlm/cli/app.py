@@ -13,16 +13,17 @@ import sys
 import typer
 
 import charlm
-from charlm.cli import classify, corpus, evaluate, report, sample, train
+from charlm.cli import classify, corpus, evaluate, report, sample, train, translate
 from charlm.cli.common import Command, Group, _Interrupts, report_interrupt, silence_stdout, stdout_is_silenced
 
 app = typer.Typer(cls=Group, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Train character-level RNN/LSTM/GRU models; sample, classify and evaluate with them.")
+                  help="Train character-level RNN/LSTM/GRU models; sample, classify, translate and evaluate with them.")
 app.command(name="train", cls=Command)(train.train)
 app.command(name="sample", cls=Command)(sample.sample)
 app.command(name="eval", cls=Command)(evaluate.evaluate)
 app.command(name="classify", cls=Command)(classify.classify)
+app.command(name="translate", cls=Command)(translate.translate)
 app.add_typer(corpus.corpus_app, name="corpus")
 report.register(app)  # report, inspect
 
@@ -36,7 +37,7 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _charlm(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                          help="show charlm's version and exit")) -> None:
-    """Train, sample and evaluate character-level RNN/LSTM/GRU models."""
+    """Train character-level RNN/LSTM/GRU models; sample, classify, translate and evaluate with them."""
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from charlm.text.encoding import default_cache_dir
 
 
 def evaluate(
-    text: Optional[Path] = typer.Argument(None, help="text file to score; default: the run's validation split"),
+    text: Optional[Path] = typer.Argument(None, help="text file to score (seq2seq: a .tsv of pairs); default: the "
+                                                     "run's validation split"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="run directory or checkpoint JSON; default: the newest run under checkpoints/"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="score around characters the model does not know, and count them"),
@@ -42,22 +43,40 @@ def evaluate(
     dynamic_segment: Optional[int] = typer.Option(None, "--dynamic-segment", help="with --dynamic: characters "
                                                   "scored, then learned from, at a time "
                                                   f"\\[default: {DynamicOptions.segment_len}]", show_default=False),
+    beam_size: int = typer.Option(1, "--beam-size", help="seq2seq: decode by beam search over this many "
+                                  "hypotheses; 1 is greedy"),
+    length_penalty: float = typer.Option(0.6, "--length-penalty", help="seq2seq: beam search's GNMT alpha"),
+    show_attention: int = typer.Option(0, "--show-attention", metavar="N", help="seq2seq: also draw the attention "
+                                       "of N examples (source across, output down)"),
 ) -> None:
     """Cross-entropy, bits per character and perplexity of a model on a text (or on records, for lines);
-    accuracy, macro-F1 and the confusion matrix of a classifier."""
+    accuracy, macro-F1 and the confusion matrix of a classifier; exact match, chrF and BLEU of a seq2seq
+    model's outputs."""
     with user_errors():
-        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "classify"), command="charlm eval")
+        loaded = load_checkpoint(checkpoint, tasks=("lm", "lines", "classify", "seq2seq"), command="charlm eval")
+        if loaded.task != "seq2seq" and (beam_size != 1 or show_attention):
+            raise CharlmError(f"--{'beam-size' if beam_size != 1 else 'show-attention'} applies to seq2seq runs; "
+                              f"{loaded.run_dir} is a {loaded.task} run")
         # A --dynamic-* option that would be ignored is refused, as --dynamic is for a records run.
         dynamic_flags = [flag for flag, value in (("--dynamic", dynamic or None), ("--dynamic-method", dynamic_method),
                                                   ("--dynamic-lr", dynamic_lr), ("--dynamic-decay", dynamic_decay),
                                                   ("--dynamic-segment", dynamic_segment)) if value is not None]
         if dynamic_flags and loaded.task != "lm":
-            what = ("a classifier scores whole texts" if loaded.task == "classify"
-                    else "a records model starts every record afresh")
+            what = {"classify": "a classifier scores whole texts", "seq2seq": "a seq2seq run is scored on pairs"}.get(
+                loaded.task, "a records model starts every record afresh")
             raise CharlmError(f"{dynamic_flags[0]} applies to language-model runs; {what}, so there is nothing to "
                               "adapt to")
         if dynamic_flags and not dynamic:
             raise CharlmError(f"{dynamic_flags[0]} sets up dynamic evaluation; add --dynamic, or leave it out")
+        if loaded.task == "seq2seq":
+            from charlm.cli.evaluate_pairs import evaluate_pairs
+
+            for flag, given in (("--exact", exact), ("--split", split != "val")):
+                if given:
+                    raise CharlmError(f"{flag} applies to language-model runs; a seq2seq run is scored on pairs")
+            evaluate_pairs(loaded, text, skip_unknown, resolve_device(device), precision, as_json, beam_size,
+                           length_penalty, show_attention)
+            return
         if loaded.task == "classify":
             if exact or split != "val":
                 raise CharlmError(f"--{'exact' if exact else 'split'} applies to language-model runs; a classifier "

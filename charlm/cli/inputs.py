@@ -65,6 +65,10 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
         from charlm.tasks.lines.task import RecordsTask
 
         return RecordsTask(read_records(Path(arguments[0])), config)
+    if config.task == "seq2seq":
+        if include:
+            raise CorpusError("--include applies to --task lm; --task seq2seq reads one TSV file of pairs")
+        return open_pairs_task(config, [recorded["data"]["source"]] if recorded is not None else arguments)
     from charlm.tasks.lm.task import LanguageModelTask
 
     if recorded is not None:
@@ -74,6 +78,18 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
         corpus = open_inputs(arguments, include, strict, config.tokenizer, config.normalize_newlines, quiet=quiet,
                              leave_out=[DEFAULT_ROOT, CORPORA_DIR, run_dir, default_cache_dir()])
     return LanguageModelTask(corpus, config)
+
+
+def open_pairs_task(config: TrainConfig, arguments: list[str]):
+    from charlm.tasks.seq2seq.task import Seq2SeqTask
+    from charlm.text.pairs import read_pairs
+
+    if len(arguments) != 1:
+        raise CorpusError("--task seq2seq reads one path: a .tsv of source<TAB>target lines"
+                          + (f"; got {len(arguments)}" if arguments else ""))
+    return Seq2SeqTask(read_pairs(Path(arguments[0]), reverse=config.reverse,
+                                  max_source_length=config.max_source_length,
+                                  max_target_length=config.max_target_length), config)
 
 
 def open_inputs(arguments: list[str], include: list[str] | None, strict: bool, tokenizer: str,

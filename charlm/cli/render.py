@@ -109,7 +109,7 @@ class TrainRenderer:
                    f"{resumed}; run directory {e.run_dir}")
         if e.world_size > 1:
             self.write(f"{e.world_size} processes x batch {e.config.batch_size} = effective batch "
-                       f"{e.world_size * e.config.batch_size} {'streams' if e.task == 'lm' else 'records'}; learning rate {e.config.lr:g} (not scaled)")
+                       f"{e.world_size * e.config.batch_size} {'streams' if e.task == 'lm' else 'pairs' if e.task == 'seq2seq' else 'records'}; learning rate {e.config.lr:g} (not scaled)")
         if self.live:
             # The status goes in {desc}, not {postfix}: tqdm puts ", " before a
             # postfix, which showed as "00:03<00:10 , step 500".

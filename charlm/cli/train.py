@@ -41,7 +41,8 @@ def train(
     corpus: Optional[list[str]] = typer.Argument(
         None, help="lm: text files, directories, globs, or one named corpus (charlm corpus list; default: python); "
                    "lines: a file of records, one per line, a folder of class files or a .tsv of text<TAB>label; "
-                   "classify: a folder of class files or a .tsv of text<TAB>label"),
+                   "classify: a folder of class files or a .tsv of text<TAB>label; "
+                   "seq2seq: a .tsv of source<TAB>target"),
     include: Optional[list[str]] = typer.Option(
         None, "--include", help="in directories, only files whose name or path matches this glob (repeatable)"),
     strict: bool = typer.Option(False, "--strict", help="refuse binary, unreadable or non-UTF-8 files found in "
@@ -75,6 +76,10 @@ def train(
     condition: Optional[bool] = typer.Option(None, "--condition/--no-condition", help=config_help("condition"),
                                              show_default=False),
     class_weights: Optional[str] = _opt("class_weights"),
+    attention: Optional[str] = _opt("attention"),
+    max_source_length: Optional[int] = _opt("max_source_length"),
+    max_target_length: Optional[int] = _opt("max_target_length"),
+    reverse: Optional[bool] = typer.Option(None, "--reverse", help=config_help("reverse"), show_default=False),
     lr: Optional[float] = _opt("lr"),
     weight_decay: Optional[float] = _opt("weight_decay"),
     clip: Optional[float] = _opt("clip"),
@@ -98,7 +103,7 @@ def train(
     rng_seed: Optional[int] = _opt("rng_seed"),
 ) -> None:
     """Train a model: the next character of running text (lm, the default), whole records (--task lines), or
-    the class of each record (--task classify)."""
+    the class of each record (--task classify), or a target text for each source text (--task seq2seq)."""
     flags = {k: v for k, v in locals().items()
              if k not in ("corpus", "include", "strict", "config", "out", "resume", "tensorboard") and v is not None}
     arguments = list(corpus or [])

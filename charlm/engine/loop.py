@@ -36,7 +36,7 @@ from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
 from charlm.engine.events import Evaluated, Notice, RunFinished, RunStarted, StepProgress
-from charlm.engine.memory import check_fits, is_out_of_memory, out_of_memory
+from charlm.engine.memory import batch_flags, check_fits, is_out_of_memory, out_of_memory
 from charlm.engine.resume import check_run_dir, claim_run_dir, collect_rank_state, resume_state
 from charlm.engine.runtime import resolve_device, resolve_precision, seed_everything
 from charlm.engine.schedule import current_lr, run_progress
@@ -83,7 +83,7 @@ def train(task: Task, run_dir: Path, resume: bool = False, stop_requested: Calla
         yield from _train_in(task, run_dir, point, amp_dtype, device, stop_requested, world, strategy)
     except Exception as exc:
         if is_out_of_memory(exc):
-            raise out_of_memory(exc, device) from None
+            raise out_of_memory(exc, device, batch_flags(task)) from None
         if isinstance(exc, COMMUNICATION_ERRORS) and world.distributed:
             raise lost_peer(exc) from None
         raise

@@ -104,14 +104,19 @@ def check_fits(task, device: torch.device, amp_dtype: torch.dtype | None, world:
             f"this run needs about {format_bytes(need.total)} of memory{per} "
             f"({format_bytes(need.parameter_bytes)} for {need.parameters:,} parameters with their gradients "
             f"and optimizer moments, {format_bytes(need.activation_bytes)} for the activations of one batch) "
-            f"but {format_bytes(available)} is available on {device.type}; {_advice(need)}")
+            f"but {format_bytes(available)} is available on {device.type}; {_advice(need, batch_flags(task))}")
     return need
 
 
-def _advice(need: MemoryEstimate) -> str:
+def batch_flags(task) -> str:
+    """The flags that shrink a batch of this task (optional task attribute `batch_flags`)."""
+    return getattr(task, "batch_flags", "--batch-size or --seq-len")
+
+
+def _advice(need: MemoryEstimate, flags: str) -> str:
     if need.parameter_bytes >= need.activation_bytes:
         return "lower --hidden-size or --num-layers"
-    return "lower --batch-size or --seq-len"
+    return f"lower {flags}"
 
 
 def format_bytes(count: float) -> str:
@@ -133,12 +138,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and bool(_ALLOCATION_FAILURE.search(str(exc)))
 
 
-def out_of_memory(exc: BaseException, device: torch.device) -> OutOfMemoryError:
+def out_of_memory(exc: BaseException, device: torch.device,
+                  flags: str = "--batch-size or --seq-len") -> OutOfMemoryError:
     """One line for an allocation that failed although the estimate let the run start."""
     match = _ASKED.search(str(exc))
     asked = ""
     if match:
         asked = f" (it asked for {format_bytes(int(match.group(1))) if match.group(1) else match.group(2)} more)"
     where = "GPU" if device.type == "cuda" else device.type
-    return OutOfMemoryError(f"ran out of memory on the {where}{asked}; lower --batch-size or --seq-len "
+    return OutOfMemoryError(f"ran out of memory on the {where}{asked}; lower {flags} "
                             "(activations), or --hidden-size or --num-layers (weights)")

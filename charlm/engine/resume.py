@@ -33,7 +33,8 @@ from charlm.files import write_atomic
 # Changing these would make the saved weights or the data position meaningless.
 FIXED_ON_RESUME = ("task", "cell", "hidden_size", "num_layers", "embedding_size", "seq_len", "batch_size",
                    "val_frac", "normalize_newlines", "tokenizer", "rng_seed", "max_length", "condition",
-                   "tie_weights", "engine", "dtype")
+                   "tie_weights", "engine", "dtype", "attention", "reverse", "max_source_length",
+                   "max_target_length")
 # The prefix of the carry's tensors in the state file ("hidden." since the first release).
 CARRY_PREFIX = "hidden."
 

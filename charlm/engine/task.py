@@ -60,7 +60,9 @@ class Task(Protocol):
     bytes one batch of this rank keeps for backward at `element_size` bytes
     per autocast value. The engine adds it to the parameters' share when it
     checks that a run fits in memory (memory.py); a task without it is
-    checked on its parameters alone.
+    checked on its parameters alone. Optional too: `batch_flags`, the flags
+    that shrink a batch, for the advice when one does not fit (default
+    "--batch-size or --seq-len").
     """
 
     name: str  # lm | lines | classify | seq2seq: stored in every checkpoint

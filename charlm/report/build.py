@@ -1,9 +1,10 @@
 """A report of runs, from their directories to one HTML page.
 
-Everything but the surprisal views is read from the runs' JSON files; the
-views load each language model's best weights and score an excerpt of its
-validation split (or of a given text). A run whose view cannot be made (its
-corpus is gone, say) still gets its curves, with a note saying why.
+Everything but the task views is read from the runs' JSON files; the
+surprisal views load each language model's best weights and score an excerpt
+of its validation split (or of a given text), the attention views translate a
+few of a seq2seq run's validation sources. A run whose view cannot be made
+(its data is gone, say) still gets its curves, with a note saying why.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from pathlib import Path
 
 from charlm import __version__
 from charlm.errors import CharlmError
-from charlm.report.html import TextView, render_report
-from charlm.report.plots import make_figures, require_matplotlib
+from charlm.report.html import AttentionView, TextView, render_report
+from charlm.report.plots import Figure, make_figures, require_matplotlib
 from charlm.report.runs import Run, read_runs
 
 EXCERPT_CHARS = 1500  # characters shown per run: about 250 KB of page each
 SCORED_TOKENS = 20_000  # tokens scored for the hardest-characters table (the excerpt is their start)
+ATTENTION_EXAMPLES = 3  # validation sources (evenly spaced through them) whose attention is drawn
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,39 @@ def surprisal_view(run: Run, text_path: Path | None, length: int, cache_dir: Pat
                     unit=checkpoint.vocab.unit)
 
 
+def attention_view(run: Run, index: int) -> list[Figure]:
+    """Attention maps of the greedy translations of a few of the run's validation sources."""
+    from charlm.report.attention import AttentionMap, attention_figure
+    from charlm.report.source import load_model
+    from charlm.tasks.seq2seq.decode import translate
+    from charlm.tasks.seq2seq.inference import recorded_validation
+    from charlm.tasks.seq2seq.task import decoded_subset
+    from charlm.text.pairs import group_references
+
+    checkpoint = load_model(run.path)
+    if checkpoint.model.spec.attention == "none":
+        raise CharlmError("it was trained with --attention none, so there is no attention to draw")
+    references = decoded_subset(group_references(recorded_validation(checkpoint)), ATTENTION_EXAMPLES)
+    translations = translate(checkpoint.model, checkpoint.vocab, [source for source, _ in references])
+    plt = require_matplotlib()
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "charlm", "font.size": 9}):
+        return [attention_figure(plt, AttentionMap.of(t), f"attention-{index}-{i}", f"Validation example {i + 1}")
+                for i, t in enumerate(translations)]
+
+
 def build_report(paths: list[Path], text_path: Path | None = None, length: int = EXCERPT_CHARS,
                  cache_dir: Path | None = None) -> Report:
     require_matplotlib()  # before any work: a missing extra is a one-line error, at once
     runs = read_runs(paths)
     figures = make_figures(runs)
-    views, notes = [], []
-    for run in runs:
+    views, notes, attention = [], [], []
+    for index, run in enumerate(runs):
+        if run.task == "seq2seq":
+            try:
+                attention.append(AttentionView(run.name, attention_view(run, index)))
+            except CharlmError as exc:
+                notes.append(f"{run.name}: no attention view: {exc}")
+                attention.append(AttentionView(run.name, [], note=f"No attention view: {exc}"))
         if run.task != "lm":
             continue
         try:
@@ -65,5 +93,5 @@ def build_report(paths: list[Path], text_path: Path | None = None, length: int =
             notes.append(f"{run.name}: no surprisal view: {exc}")
             views.append(TextView(run=run.name, source="", cells=[], note=f"No surprisal view: {exc}"))
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    html = render_report(runs, figures, views, generated=f"made {stamp} by charlm {__version__}")
+    html = render_report(runs, figures, views, generated=f"made {stamp} by charlm {__version__}", attention=attention)
     return Report(html=html, runs=runs, notes=notes)

@@ -3,7 +3,8 @@
 Surprisal runs from white (0 bits: the model was sure) through yellow and
 orange to dark red (SURPRISAL_MAX_BITS or more), ColorBrewer's YlOrRd;
 activations from blue (-1) through white (0) to red (+1), ColorBrewer's RdBu;
-a share of a whole (a confusion matrix's row) from white (0) to dark blue (1), ColorBrewer's Blues.
+a share of a whole (a confusion matrix's row) and attention weights from white (0) to dark blue (1),
+ColorBrewer's Blues.
 Each scale also has a one-character mark per value, for output without colour.
 """
 
@@ -17,6 +18,7 @@ SURPRISAL_MAX_BITS = 8  # a 65-character vocabulary guessed uniformly costs 6 bi
 _YLORRD = ["#ffffff", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026"]
 _RDBU = ["#2166ac", "#92c5de", "#ffffff", "#f4a582", "#b2182b"]
 _BLUES = ["#ffffff", "#deebf7", "#9ecae1", "#4292c6", "#08519c"]
+_WEIGHT_MARKS = " .:-=+*#%@"  # weight 0 .. 1 in tenths
 
 
 def _mix(stops: list[str], position: float) -> str:
@@ -87,6 +89,19 @@ def _share_mark(share: float) -> str:
 SHARE = Scale(
     name="share of the row", low=0.0, high=1.0, color=lambda share: _mix(_BLUES, share), mark=_share_mark,
     ticks=(0.0, 0.25, 0.5, 0.75, 1.0), mark_legend="the share of the row in tenths (0-9, # for all of it)")
+
+
+def _weight_mark(value: float) -> str:
+    if not math.isfinite(value):
+        return " "
+    return _WEIGHT_MARKS[min(9, max(0, int(value * 10)))]
+
+
+ATTENTION = Scale(
+    name="attention weight", low=0.0, high=1.0, color=lambda value: _mix(_BLUES, value), mark=_weight_mark,
+    ticks=(0.0, 0.25, 0.5, 0.75, 1.0),
+    mark_legend="each mark is the weight of a source character (column) for an output character (row), "
+                "in tenths: ' ' below 0.1, then . : - = + * # % @ up to 1")
 
 
 def legend_stops(scale: Scale, count: int = 9) -> list[str]:

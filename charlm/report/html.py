@@ -5,10 +5,11 @@ plots (curves), the runs' best figures and settings with their differences
 highlighted (runs), every evaluation with its figures and preview sample
 (evaluations), for language models a validation excerpt coloured by
 surprisal (surprisal), each character's top predictions shown on hover by
-CSS alone, and for classifiers the confusion matrix (task-views). Figures
-keep full precision in `data-value` attributes, and each character its
-surprisal in `data-bits`, so the page can be checked by a program as well as
-read.
+CSS alone, for classifiers the confusion matrix (task-views), and for
+seq2seq runs the attention maps of a few validation translations
+(attention). Figures keep full precision in `data-value` attributes, and
+each character its surprisal in `data-bits`, so the page can be checked
+by a program as well as read.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ class TextView:
     def mean_bits(self) -> float:
         scored = [bits for _, bits, _ in self.cells if math.isfinite(bits)]
         return sum(scored) / len(scored) if scored else math.nan
+
+
+@dataclass
+class AttentionView:
+    """A seq2seq run's attention maps (report Figures), or a note saying why there are none."""
+
+    run: str
+    figures: list[Figure]
+    note: str = ""
+
+
+def _attention_view(view: AttentionView, index: int) -> str:
+    title = f"<h3>{_swatch(index)}{escape(view.run)}</h3>"
+    if not view.figures:
+        return f'{title}<p class="muted">{escape(view.note)}</p>'
+    return title + _curves(view.figures)
 
 
 def _number(value: object, digits: int = 4) -> str:
@@ -225,11 +242,12 @@ def _classifier_view(run: Run, index: int) -> str:
     return title + confusion_html(classes, validation, run.name)
 
 
-def render_report(runs: list[Run], figures: list[Figure], views: list[TextView], generated: str = "") -> str:
+def render_report(runs: list[Run], figures: list[Figure], views: list[TextView], generated: str = "",
+                  attention: list[AttentionView] | None = None) -> str:
     """The whole page as one string."""
     names = ", ".join(run.name for run in runs)
     index = {run.name: i for i, run in enumerate(runs)}
-    other_tasks = sorted({run.task for run in runs if run.task not in ("lm", "classify")})
+    other_tasks = sorted({run.task for run in runs if run.task not in ("lm", "classify", "seq2seq")})
     classifiers = "".join(_classifier_view(run, i) for i, run in enumerate(runs) if run.task == "classify")
     sections = [
         ("curves", "Curves", _curves(figures)),
@@ -240,6 +258,11 @@ def render_report(runs: list[Run], figures: list[Figure], views: list[TextView],
         sections.append(("surprisal", "Surprisal", "<p>Each character's background shows how surprised the model "
                          "was to see it: its surprisal, −log₂ p, in bits.</p>"
                          + "".join(_text_view(view, index.get(view.run, 0)) for view in views)))
+    if attention:
+        sections.append(("attention", "Attention", "<p>Greedy translations of validation sources: each row is a "
+                         "character written (the last, &lt;end&gt;, the end symbol), each column a source character, "
+                         "shaded by how much the decoder looked at it.</p>"
+                         + "".join(_attention_view(view, index.get(view.run, 0)) for view in attention)))
     if other_tasks or classifiers:
         sections.append(("task-views", "Task views", classifiers + (
             f"<p class='muted'>No view for {escape(', '.join(other_tasks))} runs yet: their curves and figures are "

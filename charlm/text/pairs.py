@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class PairsFile:
     extra_column_lines: int = 0  # lines with more than two columns (the extra ones were ignored)
     too_long: int = 0  # pairs skipped for the length limits
     empty_lines: int = 0
+    path: str = ""  # the file read
+    sha256: str = ""  # of its bytes: a run checks it is resumed or evaluated on the same data
 
 
 def read_pairs(path: str | Path, reverse: bool = False, max_source_length: int | None = None,
@@ -53,7 +56,7 @@ def read_pairs(path: str | Path, reverse: bool = False, max_source_length: int |
         raise CorpusError(f"{path}:{line}: not valid UTF-8; save the file as UTF-8") from None
 
     roles = ("target", "source") if reverse else ("source", "target")  # what each file column is
-    result = PairsFile([])
+    result = PairsFile([], path=str(path), sha256=hashlib.sha256(raw).hexdigest())
     for number, line in enumerate(text.split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line:

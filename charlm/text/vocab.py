@@ -5,6 +5,8 @@
   code points and `searchsorted` finds each one's id, no per-character Python.
 - bytes: the 256 byte values of the UTF-8 encoding. Any file trains without
   vocabulary surprises, and enwik8 is scored per byte, the standard way.
+- records (RecordVocab) and pairs (PairVocab): characters after reserved
+  symbols (end of record; padding, start and end of a sequence).
 
 The vocabulary is stored with every checkpoint (a list of characters, or
 {"tokenizer": "bytes"}), so sampling and evaluation need nothing but the
@@ -119,10 +121,13 @@ class Vocab:
         return list(self.chars)
 
     @classmethod
-    def from_json(cls, chars) -> "Vocab | ByteVocab | RecordVocab":
-        """A checkpoint's vocabulary: a list of characters, {"tokenizer": "bytes"}, or records' {"chars", "end"}."""
+    def from_json(cls, chars) -> "Vocab | ByteVocab | RecordVocab | PairVocab":
+        """A checkpoint's vocabulary: a list of characters, {"tokenizer": "bytes"}, records' {"chars", "end"},
+        or one side of pairs' {"chars", "reserved"}."""
         if chars == ByteVocab().to_json():
             return ByteVocab()
+        if isinstance(chars, dict) and "reserved" in chars:
+            return PairVocab.from_json(chars)
         if isinstance(chars, dict) and "end" in chars:
             return RecordVocab(Vocab.from_json(chars.get("chars")).chars)
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
@@ -219,6 +224,65 @@ class RecordVocab:
 
     def to_json(self) -> dict:
         return {"chars": list(self.chars), "end": self.END_NAME}
+
+
+@dataclass(frozen=True)
+class PairVocab:
+    """One side of source/target pairs: three reserved symbols, then the characters.
+
+    Id 0 pads a batch (never scored, never attended to), 1 starts the target
+    the decoder reads, 2 ends the target it writes; character i of `chars` is
+    id i + 3, so any character a text holds keeps its meaning. Sources and
+    targets each have their own PairVocab (their alphabets differ: English and
+    French, graphemes and phonemes); a source never uses start and end, but the
+    shared layout keeps padding at 0 on both sides.
+    """
+
+    chars: tuple[str, ...]
+    PAD, START, END = 0, 1, 2
+    RESERVED = ("<pad>", "<start>", "<end>")
+    tokenizer = "chars"
+    unit = "char"
+
+    @classmethod
+    def from_texts(cls, texts) -> "PairVocab":
+        return cls(tuple(sorted(set().union(*map(set, texts)))))
+
+    @property
+    def size(self) -> int:
+        return len(self.chars) + len(self.RESERVED)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def encode(self, text: str, skip_unknown: bool = False) -> tuple[torch.Tensor, int]:
+        """Characters -> ids (no reserved symbols), as Vocab.encode does."""
+        ids, skipped = Vocab(self.chars).encode(text, skip_unknown)
+        return ids + len(self.RESERVED), skipped
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return Vocab(self.chars).unknown_chars(text)
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """Ids -> text, up to the first end symbol; padding and start symbols are not text and are left out."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if i == self.END:
+                break
+            if i >= len(self.RESERVED):
+                out.append(self.chars[i - len(self.RESERVED)])
+        return "".join(out)
+
+    def to_json(self) -> dict:
+        return {"chars": list(self.chars), "reserved": list(self.RESERVED)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PairVocab":
+        if data.get("reserved") != list(cls.RESERVED):
+            raise ValueError(f"a pair vocabulary reserves {list(cls.RESERVED)}, got {data.get('reserved')!r}")
+        return cls(Vocab.from_json(data.get("chars")).chars)
 
 
 def smallest_dtype_bits(vocab_size: int) -> int:

@@ -27,6 +27,7 @@ and the decoder is causal, so they cannot change the earlier ones.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from torch import nn
 
 from charlm.modules.attention import ATTENTION_KINDS, Attention, AttentionMemory
 from charlm.modules.encoder import RNN_CLASSES, Hidden, SequenceEncoder
+
+if TYPE_CHECKING:  # data.py imports this module
+    from charlm.tasks.seq2seq.data import PairVocabs
 
 
 @dataclass(frozen=True)
@@ -140,11 +144,33 @@ class Seq2Seq(nn.Module):
                      memory: AttentionMemory) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """emb (N, E) -> h̃ (N, H), the new state, attention weights (N, S)."""
         x = torch.cat((emb, state.feed), dim=-1)  # (N, E + H)
-        out, hidden = self.decoder_rnn(x.unsqueeze(0), state.hidden)  # (1, N, H)
-        top = out[0]  # (N, H)
+        top, hidden = self._rnn_step(x, state.hidden)  # (N, H)
         context, weights = self.attention(top, memory)  # (N, H), (N, S)
         h_tilde = torch.tanh(self.combine(torch.cat((context, top), dim=-1)))  # (N, H)
         return h_tilde, DecoderState(hidden, h_tilde), weights
+
+    def _rnn_step(self, x: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+        """One step of the decoder RNN: x (N, I) -> top layer's output (N, H), new hidden.
+
+        The same weights and arithmetic as decoder_rnn over one position, through the cell functions:
+        a one-step nn.LSTM call costs about twice as much, backward included, on a CPU (oneDNN's
+        sequence kernel is built for long sequences).
+        """
+        rnn, lstm = self.decoder_rnn, isinstance(hidden, tuple)
+        cell = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}[self.spec.cell]
+        new_h, new_c = [], []
+        for layer in range(rnn.num_layers):
+            weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if lstm:
+                h, c = cell(x, (hidden[0][layer], hidden[1][layer]), *weights)  # (N, H) each
+                new_c.append(c)
+            else:
+                h = cell(x, hidden[layer], *weights)  # (N, H)
+            new_h.append(h)
+            # nn.RNN-family dropout: on each layer's output but the last, in training only
+            x = h if layer == rnn.num_layers - 1 else F.dropout(h, rnn.dropout, self.training)
+        hidden = (torch.stack(new_h), torch.stack(new_c)) if lstm else torch.stack(new_h)  # (L, N, H)
+        return x, hidden
 
     def step(self, tokens: torch.Tensor, state: DecoderState,
              memory: AttentionMemory | None) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
@@ -154,8 +180,8 @@ class Seq2Seq(nn.Module):
         """
         emb = self.target_embedding(tokens)  # (N, E)
         if memory is None:
-            out, hidden = self.decoder_rnn(emb.unsqueeze(0), state.hidden)  # (1, N, H)
-            top, state, weights = out[0], DecoderState(hidden, None), None
+            top, hidden = self._rnn_step(emb, state.hidden)  # (N, H)
+            state, weights = DecoderState(hidden, None), None
         else:
             top, state, weights = self._attend_step(emb, state, memory)
         return F.log_softmax(self.head(self.dropout(top)), dim=-1), state, weights  # (N, V)
@@ -199,3 +225,17 @@ def target_nll(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tupl
     """
     total = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id, reduction="sum")
     return total, int((targets != pad_id).sum())
+
+
+def model_from_record(record: dict) -> tuple[Seq2Seq, PairVocabs]:
+    """An untrained Seq2Seq of a checkpoint's shape and its two vocabularies (ValueError if they disagree)."""
+    from charlm.tasks.seq2seq.data import PairVocabs
+    from charlm.text.vocab import PairVocab, Vocab
+
+    spec = Seq2SeqSpec(**record["model"])
+    source, target = Vocab.from_json(record["source_vocab"]), Vocab.from_json(record["target_vocab"])
+    if not isinstance(source, PairVocab) or not isinstance(target, PairVocab):
+        raise ValueError("its vocabularies have no padding, start and end symbols")
+    if (spec.source_vocab_size, spec.target_vocab_size) != (source.size, target.size):
+        raise ValueError("vocabulary sizes do not match the model")
+    return Seq2Seq(spec), PairVocabs(source, target)
