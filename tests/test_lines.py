@@ -1,6 +1,7 @@
 """The task `lines`: records one per line, per class; batches, padding, conditioning, resume, processes."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -9,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from charlm.cli import app
 from charlm.config import build_config
 from charlm.decode.sampling import SamplingOptions
 from charlm.engine.checkpoint import read_tensors
@@ -156,9 +159,18 @@ def test_records_are_generated_side_by_side_and_end_by_themselves():
 
 # -- through the command line -------------------------------------------------
 
-def _charlm(cwd, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+def _charlm(cwd, *args):
+    """charlm ARGS run in `cwd`, in this process (a subprocess costs ~2 s of imports per call; the exit path of
+    a real process is tested in test_cli.py)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, [str(arg) for arg in args])
+    finally:
+        os.chdir(previous)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 LINES_FLAGS = ["--task", "lines", "--hidden-size", "32", "--num-layers", "2", "--embedding-size", "16",

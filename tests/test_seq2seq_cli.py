@@ -21,9 +21,18 @@ FLAGS = ["--task", "seq2seq", "--hidden-size", "32", "--num-layers", "1", "--emb
          "--device", "cpu", "--cell", "gru"]
 
 
-def _charlm(cwd, *args, stdin=None, timeout=300, env=ENV):
-    return subprocess.run([sys.executable, "-m", "charlm", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, input=stdin, env=env)
+def _charlm(cwd, *args, stdin=None, env=None):
+    """charlm ARGS run in `cwd`, in this process (a subprocess costs ~2 s of imports per call; the exit path of
+    a real process is tested in test_cli.py and below, where a reader leaves early)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, [str(arg) for arg in args], input=stdin, env=env)
+    finally:
+        os.chdir(previous)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def _reversal_lines(count=400, seed=0):
@@ -103,7 +112,7 @@ def test_eval_gives_the_figures_and_draws_attention_without_colour(runs):
     assert {"exact_match", "bleu", "bits_per_char", "perplexity"} <= set(figures) and figures["decoding"] == "greedy"
     _write(runs, "held.tsv", ["abcabc\tcbacba", "fed\tdef"])
     drawn = _charlm(runs, "eval", *REV, "held.tsv", "--show-attention", "2", "--beam-size", "2",
-                    env={**ENV, "NO_COLOR": "1"})
+                    env={"NO_COLOR": "1"})
     lines = drawn.stdout.splitlines()
     assert drawn.returncode == 0 and any("decoded            beam 2, length penalty 0.6" in line for line in lines)
     header = next(i for i, line in enumerate(lines) if line.startswith("abcabc -> "))
