@@ -8,12 +8,12 @@ from charlm.engine.runtime import precision_name, resolve_device, resolve_precis
 CPU = torch.device("cpu")
 
 
-def test_auto_takes_bf16_for_the_lstm_only_on_a_cpu_with_native_bf16(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+def test_auto_takes_bf16_for_the_lstm_only_on_a_cpu_with_amx(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
     assert resolve_precision("auto", CPU, "lstm") is torch.bfloat16
     # oneDNN's GRU and tanh-RNN are no faster in bf16 on such a CPU (bench/train_throughput.py).
     assert resolve_precision("auto", CPU, "gru") is None and resolve_precision("auto", CPU, "rnn") is None
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     assert resolve_precision("auto", CPU, "lstm") is None
 
 
