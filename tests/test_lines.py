@@ -157,6 +157,21 @@ def test_records_are_generated_side_by_side_and_end_by_themselves():
     assert len(set(records)) > 10 and any(len(r) < 12 for r in records)
 
 
+def test_a_record_that_ends_leaves_the_batch_and_the_others_go_on_unchanged():
+    from charlm.tasks.lines.generate import generate_records
+
+    torch.manual_seed(4)
+    model = RecordRNN(RecordModelSpec(vocab_size=5, num_classes=8, hidden_size=8, num_layers=2, embedding_size=4))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 2)  # every class its own start state, and records of many lengths
+    vocab, greedy, classes = RecordVocab(("a", "b", "c", "d")), SamplingOptions(temperature=0), torch.arange(8)
+    together = generate_records(model, vocab, 8, greedy, torch.Generator(), max_length=12, classes=classes)
+    alone = [generate_records(model, vocab, 1, greedy, torch.Generator(), max_length=12, classes=classes[i:i + 1])[0]
+             for i in range(8)]
+    assert together == alone and len({len(r) for r in together}) >= 3, together
+
+
 # -- through the command line -------------------------------------------------
 
 def _charlm(cwd, *args):
