@@ -32,6 +32,9 @@ class TableStep:
     def select(self, state, index):
         return [state[i] for i in index.tolist()]
 
+    def for_inputs(self, index):
+        return self  # the state holds everything an input has
+
 
 def random_table(vocab_size=4, seed=0):
     """Prefix -> a fixed random distribution over the vocabulary (stable across calls)."""
@@ -139,6 +142,40 @@ def test_greedy_streams_one_step_at_a_time_and_stops_when_all_ended():
     first_end = [int((tokens[:, b] == END).nonzero()[0]) for b in range(2)]
     assert len(rest) + 1 == max(first_end) + 1 < 50  # it stopped as soon as both had ended
     assert step.calls == len(rest) + 1
+
+
+class ContextStep(TableStep):
+    """A step function whose inputs each have their own context (as a source's encoder memory): for_inputs
+    must hand on the contexts of the inputs it is given, in the order given."""
+
+    def __init__(self, contexts, sizes=None):
+        super().__init__(None)
+        self.contexts, self.sizes = contexts, [] if sizes is None else sizes
+
+    def __call__(self, tokens, state):
+        self.sizes.append(len(tokens))
+        prefixes = [p + (int(t),) if int(t) != START else p for p, t in zip(state, tokens)]
+        log_probs = torch.tensor([random_table(vocab_size=5, seed=c)(p) for c, p in zip(self.contexts, prefixes)],
+                                 dtype=torch.float64).log()
+        return log_probs, prefixes, torch.tensor(self.contexts, dtype=torch.float64)[:, None]
+
+    def for_inputs(self, index):
+        return ContextStep([self.contexts[i] for i in index.tolist()], self.sizes)
+
+
+def test_inputs_that_are_done_leave_the_batch_and_the_others_go_on_as_if_alone():
+    contexts, limits = list(range(12)), torch.tensor([9, 2, 30, 30, 1, 30, 5, 30, 30, 0, 30, 30])
+    step = ContextStep(contexts)
+    together = generate(step, _start(12), START, END, limits)
+    alone = [generate(ContextStep([c]), _start(1), START, END, limits[i:i + 1])[0] for i, c in enumerate(contexts)]
+    for got, expected in zip(together, alone):
+        assert (got.tokens, got.ended, got.score) == (expected.tokens, expected.ended, expected.score)
+        if expected.extras is None:  # a limit of 0: nothing written
+            assert got.tokens == [] and got.extras.numel() == 0
+        else:
+            assert torch.equal(got.extras, expected.extras)
+    assert step.sizes[0] == 11 and step.sizes == sorted(step.sizes, reverse=True) and step.sizes[-1] < 11
+    assert len({len(h.tokens) for h in together}) >= 4  # ends and limits at many lengths
 
 
 def test_sampling_follows_the_distribution_and_its_seed():

@@ -44,6 +44,9 @@ class StepFunction(Protocol):
     def select(self, state: Any, index: torch.Tensor) -> Any:
         """The state of hypotheses `index` (N',), in that order; an index may repeat (beam expansion)."""
 
+    def for_inputs(self, index: torch.Tensor) -> "StepFunction":
+        """The step function over inputs `index` (B',) alone, one hypothesis each (greedy drops finished inputs)."""
+
 
 @dataclass(frozen=True)
 class LengthLimit:
@@ -97,10 +100,11 @@ class Hypothesis:
 class StepTokens:
     """One step of every input, as produced (for streaming)."""
 
-    tokens: torch.Tensor  # (B,) the id written by each input at this step
+    tokens: torch.Tensor  # (B,) the id written by each input at this step (the end symbol once it is done)
     live: torch.Tensor  # (B,) bool: the input was still writing, so its token counts (it may be the end symbol)
-    log_probs: torch.Tensor  # (B,) log-probability of each token under the model (not the tempered distribution)
-    extras: torch.Tensor | None  # (B, ...) the step function's extra, or None
+    log_probs: torch.Tensor  # (B,) log-probability of each token under the model (not the tempered
+    # distribution); 0 for an input that is done
+    extras: torch.Tensor | None  # (B, ...) the step function's extra (zeros for an input that is done), or None
 
 
 @torch.inference_mode()
@@ -109,20 +113,46 @@ def iter_steps(step: StepFunction, state: Any, start_id: int, end_id: int, max_l
     """Greedy (the default) or sampled tokens, one step of the whole batch at a time.
 
     Stops when every input has written the end symbol or reached its maximum
-    length. Inputs that ended keep being computed (their rows are ignored):
-    dropping them would break the step function's row layout.
+    length. An input that is done leaves the batch (its state and its part of
+    the step function go): outputs end at different lengths, and stepping the
+    done ones until the longest ended cost a batch of 64 sentences about half
+    its time. Each StepTokens still has a row per input (done ones: not live).
     """
     batch = max_lengths.shape[0]
-    tokens = torch.full((batch,), start_id, dtype=torch.long)
-    live = max_lengths > 0  # (B,)
+    rows = torch.arange(batch)[max_lengths > 0]  # (A,) the inputs still writing
+    if len(rows) < batch:
+        state, step = step.select(state, rows), step.for_inputs(rows)
+    tokens = torch.full((len(rows),), start_id, dtype=torch.long)
     for t in range(max(max_lengths.tolist(), default=0)):
-        log_probs, state, extras = step(tokens, state)  # (B, V)
-        tokens = pick_next(log_probs, options, generator).cpu()  # (B,)
-        chosen = log_probs.gather(1, tokens.to(log_probs.device)[:, None])[:, 0].cpu()  # (B,)
-        yield StepTokens(tokens, live.clone(), chosen, extras)
-        live &= (tokens != end_id) & (t + 1 < max_lengths)
-        if not live.any():
+        if not len(rows):
             return
+        log_probs, state, extras = step(tokens, state)  # (A, V)
+        tokens = pick_next(log_probs, options, generator).cpu()  # (A,)
+        chosen = log_probs.gather(1, tokens.to(log_probs.device)[:, None])[:, 0].cpu()  # (A,)
+        yield _every_input(batch, rows, tokens, chosen, extras, end_id)
+        going = (tokens != end_id) & (t + 1 < max_lengths[rows])  # (A,)
+        if not bool(going.all()):
+            keep = going.nonzero()[:, 0]  # (A',)
+            rows, tokens = rows[keep], tokens[keep]
+            state, step = step.select(state, keep), step.for_inputs(keep)
+
+
+def _every_input(batch: int, rows: torch.Tensor, tokens: torch.Tensor, chosen: torch.Tensor,
+                 extras: torch.Tensor | None, end_id: int) -> StepTokens:
+    """A step of the inputs `rows` as a row per input of the batch."""
+    if len(rows) == batch:  # no input is done yet (always so for one input, streamed): nothing to scatter
+        return StepTokens(tokens, torch.ones(batch, dtype=torch.bool), chosen, extras)
+    every_token = torch.full((batch,), end_id, dtype=torch.long)  # (B,)
+    every_token[rows] = tokens
+    live = torch.zeros(batch, dtype=torch.bool)  # (B,)
+    live[rows] = True
+    log_probs = torch.zeros(batch, dtype=chosen.dtype)  # (B,)
+    log_probs[rows] = chosen
+    every_extra = None
+    if extras is not None:
+        every_extra = extras.new_zeros((batch, *extras.shape[1:]))  # (B, ...)
+        every_extra[rows.to(extras.device)] = extras
+    return StepTokens(every_token, live, log_probs, every_extra)
 
 
 def generate(step: StepFunction, state: Any, start_id: int, end_id: int, max_lengths: torch.Tensor,
@@ -133,7 +163,7 @@ def generate(step: StepFunction, state: Any, start_id: int, end_id: int, max_len
         return [Hypothesis([], 0.0, False, 0.0) for _ in range(max_lengths.shape[0])]
     tokens = torch.stack([s.tokens for s in steps])  # (T, B)
     live = torch.stack([s.live for s in steps])  # (T, B)
-    # where, not a product: a finished row's meaningless pick may have log-prob -inf, and -inf * 0 is NaN
+    # rows of inputs that were done hold the end symbol and log-prob 0; only live rows count
     scores = torch.where(live, torch.stack([s.log_probs for s in steps]), 0.0).sum(0)  # (T, B) -> (B,)
     extras = None if steps[0].extras is None else torch.stack([s.extras for s in steps])  # (T, B, ...)
     hypotheses = []

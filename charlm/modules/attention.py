@@ -33,6 +33,11 @@ class AttentionMemory:
     scored_keys: torch.Tensor  # (B, S, A | Q | K): the key side of the score, ready for the query
     mask: torch.Tensor  # (B, S) bool, True at real source positions
 
+    def select(self, index: torch.Tensor) -> "AttentionMemory":
+        """The memory of sources `index` (B',)."""
+        return AttentionMemory(self.keys.index_select(0, index), self.scored_keys.index_select(0, index),
+                               self.mask.index_select(0, index))
+
 
 class Attention(nn.Module):
     def __init__(self, kind: str, query_size: int, key_size: int, attention_size: int | None = None):

@@ -216,6 +216,12 @@ class Seq2SeqStep:
     def select(self, state: DecoderState, index: torch.Tensor) -> DecoderState:
         return state.select(index.to(self.device))
 
+    def for_inputs(self, index: torch.Tensor) -> "Seq2SeqStep":
+        """The decoder over sources `index` alone (one hypothesis each)."""
+        chosen = Seq2SeqStep(self.model, None if self.memory is None else self.memory.select(index.to(self.device)))
+        chosen.banned = self.banned
+        return chosen
+
 
 def target_nll(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, int]:
     """logits (T, B, V), targets (T, B) -> (summed nats over real target positions, their count).
