@@ -38,7 +38,8 @@ from charlm.text.records import read_records  # noqa: E402
 
 NAMES = REPO.parent / "shared" / "data" / "names"
 LOG_EVERY = 20
-REPORTS_PER_ROUND = 3
+REPORTS_PER_ROUND = 6
+WARMUP_REPORTS = 2
 CONFIGS = [("gru", 128, 64), ("gru", 128, 256), ("lstm", 256, 64)]  # cell, hidden per direction, batch
 
 
@@ -52,7 +53,7 @@ class CharlmSide:
     def __init__(self, config):
         self.events = train(ClassifyTask(read_records(NAMES), config), Path(tempfile.mkdtemp()) / "run")
         self.batch_size = config.batch_size
-        self.advance(2)  # warm-up: the first steps allocate and pick kernels
+        self.advance(WARMUP_REPORTS)  # warm-up: the first steps allocate and pick kernels
 
     def advance(self, reports: int = REPORTS_PER_ROUND) -> float:
         """Examples per second of `reports` x LOG_EVERY steps, timed here.
@@ -85,20 +86,25 @@ class LeanModel(nn.Module):
 class LeanSide:
     """The same model shape and batches, and nothing else."""
 
-    def __init__(self, config):
+    def __init__(self, config, rounds: int):
         task = ClassifyTask(read_records(NAMES), config)
         task.prepare(SINGLE, None)
         self.model = LeanModel(task.vocab.size, len(task.classes), config)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, fused=True)
-        plan = task.epoch(0, SINGLE)
-        self.batches = [plan.batch(i).tensors[:3] for i in range(len(plan))]
+        # The batches charlm's loop takes, in its order, epoch after epoch: every round both sides train on
+        # the same batches (names of the same lengths), so the paired ratio compares like with like.
+        self.batches, epoch = [], 0
+        while len(self.batches) < (WARMUP_REPORTS + rounds * REPORTS_PER_ROUND) * LOG_EVERY:
+            plan = task.epoch(epoch, SINGLE)
+            self.batches += [plan.batch(i).tensors[:3] for i in range(len(plan))]
+            epoch += 1
         self.batch_size, self.next = config.batch_size, 0
-        self.advance(1)
+        self.advance(WARMUP_REPORTS)
 
     def advance(self, reports: int = REPORTS_PER_ROUND) -> float:
         start = time.perf_counter()
         for _ in range(reports * LOG_EVERY):
-            ids, lengths, labels = self.batches[self.next % len(self.batches)]
+            ids, lengths, labels = self.batches[self.next]
             self.next += 1
             loss = F.cross_entropy(self.model(ids, lengths), labels)
             self.optimizer.zero_grad(set_to_none=True)
@@ -121,7 +127,7 @@ def main() -> None:
                "training": []}
     for cell, hidden, batch in CONFIGS[:args.configs]:
         config = config_for(cell, hidden, batch)
-        charlm, lean = CharlmSide(config), LeanSide(config)
+        charlm, lean = CharlmSide(config), LeanSide(config, args.rounds)
         rates = interleaved({"charlm": charlm.advance, "lean": lean.advance}, args.rounds)
         entry = {"config": f"bidirectional {cell} 1x{hidden}, batch {batch}, fp32",
                  "examples_per_second": {k: round(v["median"]) for k, v in rates.items()},

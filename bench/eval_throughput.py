@@ -6,7 +6,7 @@ Times charlm's evaluation (the default batched pass and the exact single
 pass) on 1 MB of text and charlm's own training loop at the same config, in
 one process, and reports the ratios and how far apart the passes' losses
 are. Training and the batched pass are timed in fp32 and in bf16 (the
-precision `auto` picks for the LSTM on a CPU with native bf16), each against
+precision `auto` picks for the LSTM on a CPU with AMX), each against
 the other in the same precision. The model is trained for a few hundred steps
 first, so the hidden state carries real information and the batched pass's
 burn-in is really tested.

@@ -53,7 +53,8 @@ def generate_records(model: RecordRNN, vocab: RecordVocab, count: int, options: 
             if going.numel() == 0:
                 break
             rows, next_id, layers = rows[going.cpu()], next_id[going], _select(layers, going)
-        last, layers = step(next_id, layers)  # (A, V)
+        if position + 1 < steps:  # the last position's pick needs no step after it
+            last, layers = step(next_id, layers)  # (A, V)
     return [prefix + vocab.decode(row) for row in out.tolist()]
 
 
