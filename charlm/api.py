@@ -188,7 +188,7 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
     key of configs/default.toml (hidden_size=128, time_budget="1m", task="lines", ...), over the
     preset `config` if given. Warnings that the CLI would print (skipped files) are not shown.
     """
-    from charlm.cli.inputs import named_corpus_of, open_task, run_name
+    from charlm.cli.inputs import named_corpus_of, open_task, run_name, sizes_to_corpus
     from charlm.config import load_config_file
     from charlm.engine.loop import train as train_run
     from charlm.engine.resume import recorded_run, resumed_config
@@ -206,5 +206,6 @@ def train(data: str | Path | list[str | Path] | None = None, *, out: str | Path 
         resolved = build_config(preset, settings)
     check_applicable(resolved, set(settings), preset, Path(config) if config else None)
     recorded = recorded_run(run_dir) if resume and not arguments else None
-    task = open_task(resolved, arguments, None, False, run_dir, recorded, quiet=True)
+    task = open_task(resolved, arguments, None, False, run_dir, recorded, quiet=True,
+                     size_model=sizes_to_corpus(resolved, {*preset, *settings}, resume, 1))
     return train_run(task, run_dir, resume=resume)

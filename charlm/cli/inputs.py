@@ -43,9 +43,23 @@ def run_name(arguments: list[str]) -> str:
     return name or "corpus"
 
 
+def sizes_to_corpus(config: TrainConfig, given: Iterable[str], resume: bool, world_size: int) -> bool:
+    """Whether a new lm run picks its model size from its corpus: unless a preset or flag sets a size.
+
+    Under torchrun each process would probe its own speed (and could choose differently): sizes are given.
+    """
+    from charlm.tasks.lm.sizing import SIZE_KEYS
+
+    return (not resume and config.task == "lm" and config.engine == "torch" and world_size == 1
+            and not set(SIZE_KEYS) & set(given))
+
+
 def open_task(config: TrainConfig, arguments: list[str], include: list[str] | None, strict: bool, run_dir: Path,
-              recorded: dict | None, quiet: bool = False):
-    """The task the config asks for, over the data the arguments name (or, resuming, the run's own data)."""
+              recorded: dict | None, quiet: bool = False, size_model: bool = False):
+    """The task the config asks for, over the data the arguments name (or, resuming, the run's own data).
+
+    size_model: an lm run's hidden size, layers and dropout are chosen from its corpus and bounds (sizing.py).
+    """
     if config.task in ("lines", "classify"):
         if include:  # it would be ignored: a folder of records is read whole
             raise CorpusError(f"--include applies to --task lm; --task {config.task} reads every file of its "
@@ -77,7 +91,16 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
     else:
         corpus = open_inputs(arguments, include, strict, config.tokenizer, config.normalize_newlines, quiet=quiet,
                              leave_out=[DEFAULT_ROOT, CORPORA_DIR, run_dir, default_cache_dir()])
-    return LanguageModelTask(corpus, config)
+    sizing = None
+    if size_model:
+        from charlm.tasks.lm.sizing import size_for_corpus
+
+        train_chars = len(corpus.splits(config.val_frac)["train"])
+        sizing = size_for_corpus(config, corpus.vocab.size, train_chars)
+        config = config.replace(hidden_size=sizing.hidden_size, num_layers=sizing.num_layers, dropout=sizing.dropout)
+    task = LanguageModelTask(corpus, config)
+    task.sizing = sizing  # said once the run has started (a refused run directory says only that)
+    return task
 
 
 def open_pairs_task(config: TrainConfig, arguments: list[str]):

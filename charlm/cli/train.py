@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import typer
 
 from charlm.cli.common import EXIT_SIGNALS, StopFlag, report_interrupt, user_errors
-from charlm.cli.inputs import named_corpus_of, open_task, run_name
+from charlm.cli.inputs import named_corpus_of, open_task, run_name, sizes_to_corpus
 from charlm.cli.render import TrainRenderer
 from charlm.config import (UNSET_WORDS, build_config, check_applicable, config_default_text, config_help,
                            load_config_file, parse_duration)
@@ -121,8 +121,9 @@ def train(
         join(world, resolve_device(resolved.device), parse_duration(resolved.dist_timeout))
         recorded = recorded_run(run_dir) if resume and not arguments else None
         # rank 0 fetches and caches; the others reuse it
+        size_model = sizes_to_corpus(resolved, {*preset, *flags}, resume, world.size)
         task_data = main_first(world, lambda: open_task(resolved, arguments, include, strict, run_dir, recorded,
-                                                        quiet=not world.is_main))
+                                                        quiet=not world.is_main, size_model=size_model))
         render = TrainRenderer() if world.is_main else (lambda event: None)
         if tensorboard is not None and world.is_main:
             from charlm.report.tensorboard import TensorBoardLogger
@@ -131,7 +132,11 @@ def train(
         stop = StopFlag()
         finished = None
         with stop.installed():
+            sizing = getattr(task_data, "sizing", None) if world.is_main else None
             for event in train_run(task_data, run_dir, resume=resume, stop_requested=stop, world=world):
+                if sizing is not None:  # the run directory is claimed: the run is really starting
+                    typer.echo(f"charlm: note: {sizing.message()}", err=True)
+                    sizing = None
                 render(event)
                 finished = event
         if stop.signal is not None:

@@ -43,6 +43,7 @@ class LanguageModelTask:
 
     def __init__(self, corpus: EncodedCorpus, config: TrainConfig):
         self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
+        self.sizing = None  # how the model's size was chosen, when charlm chose it (sizing.py)
         self.unit = corpus.vocab.unit
         self.train_ids: np.ndarray | None = None
         self.val_ids: np.ndarray | None = None

@@ -1,0 +1,82 @@
+"""Sizing: the model `charlm train FILE` picks from the corpus, against the fixed defaults, same minutes.
+
+    python bench/sizing.py [--time-budget 3m] [--out bench/results/sizing.json]
+
+On three corpora of different sizes (makemore's names as plain text, Tiny
+Shakespeare, the default Python corpus), runs the real command twice with the
+same time budget, split and seed: once without a size, so charlm sizes the
+model (charlm/tasks/lm/sizing.py), and once with the fixed defaults of before
+(LSTM 256x2, dropout 0, given as flags), unless sizing chose exactly that. Reports the best validation loss
+of each (nats/char, evaluations included in the budget), what was chosen and
+why, and the wall-clock of each command (the sized run's probe comes before
+its budget starts, so it is in the command's time, not the curve's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHAKESPEARE, emit, machine_facts  # noqa: E402
+
+CORPORA = {"makemore-names": REPO.parent / "shared" / "data" / "makemore-names.txt",
+           "tinyshakespeare": SHAKESPEARE,
+           "python-stdlib": None}  # None: charlm's default corpus (no path given)
+FIXED = ["--hidden-size", "256", "--num-layers", "2", "--dropout", "0"]
+FIXED_MODEL = "lstm 2x256, dropout 0.0"
+
+
+def run(corpus: Path | None, extra: list[str], budget: str, eval_every: int | None) -> dict:
+    run_dir = Path(tempfile.mkdtemp()) / "run"
+    command = [sys.executable, "-m", "charlm", "train", *([str(corpus)] if corpus else []), "--out", str(run_dir),
+               "--time-budget", budget, "--sample-length", "0", *extra]
+    if eval_every:
+        command += ["--eval-every", str(eval_every)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"charlm train failed: {done.stderr.strip()}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
+             for r in records if "val_loss" in r]
+    config = json.loads((run_dir / "best.json").read_text())["config"]
+    notes = [line for line in done.stderr.splitlines() if "sized" in line]
+    return {"command": " ".join(command[3:]), "model": f"{config['cell']} {config['num_layers']}x"
+            f"{config['hidden_size']}, dropout {config['dropout']}", "best_val_loss": min(p["val_loss"] for p in curve),
+            "steps": records[-1]["step"], "wall_seconds": round(wall, 1), "sizing_note": notes[0] if notes else None,
+            "curve": curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-budget", default="3m", help="each run's budget (charlm's default: 3m)")
+    parser.add_argument("--eval-every", type=int, help="both runs' evaluation cadence (default: charlm's)")
+    parser.add_argument("--corpora", default=",".join(CORPORA), help="a comma-separated subset of " + ",".join(CORPORA))
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    results = {}
+    for name in args.corpora.split(","):
+        sized = run(CORPORA[name], [], args.time_budget, args.eval_every)
+        if sized["model"] == FIXED_MODEL:
+            # The same model, seed and data: the fixed run would repeat this one step for step.
+            results[name] = {"sized": sized, "fixed_defaults": "the same model: the run above", "sized_minus_fixed": 0.0}
+            print(f"{name}: sized {sized['model']} {sized['best_val_loss']:.4f} (the fixed defaults)", file=sys.stderr)
+            continue
+        fixed = run(CORPORA[name], FIXED, args.time_budget, args.eval_every)
+        results[name] = {"fixed_defaults": fixed, "sized": sized,
+                         "sized_minus_fixed": round(sized["best_val_loss"] - fixed["best_val_loss"], 4)}
+        print(f"{name}: fixed {fixed['model']} {fixed['best_val_loss']:.4f}, sized {sized['model']} "
+              f"{sized['best_val_loss']:.4f}", file=sys.stderr)
+    emit({"benchmark": "sizing", "machine": machine_facts(), "time_budget": args.time_budget,
+          "split": "charlm's default (contiguous, last 10% validation)", "results": results}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Model size from the corpus and the run's bounds, for `charlm train FILE` without a size.
+
+The question char-rnn users ask most is which size to pick. The answer
+depends on two things charlm knows before the first step: how much text
+there is, and how many characters the run will get through (its time budget
+times the speed of each candidate on this machine, or its steps or epochs).
+
+- Compute: a model should see enough characters per parameter.
+  `CHARS_PER_PARAMETER` = 4 is where the best hand-tuned Tiny Shakespeare run
+  stood at its best (LSTM 512x2 with dropout 0.25, 1.4323 nats/char after
+  12.8M characters: 3.9 per parameter; bench/time_to_quality.py); Chinchilla's
+  20 tokens per parameter is for models that read fresh text once.
+- Data: characters seen again are worth less than new ones (Muennighoff et
+  al. 2023, "Scaling Data-Constrained Language Models"): at most
+  `USEFUL_PASSES` passes over the training text count.
+
+The largest candidate that meets both is chosen; dropout grows with the
+parameters per training character (none at one per character, 0.25 at four,
+as the Shakespeare 30-minute preset and configs/names.toml use).
+bench/sizing.py checks the choice against the fixed defaults on three corpora.
+
+Speeds come from a short probe of each candidate: a few training steps on
+random ids, on the run's device and in its precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from charlm.config import TrainConfig
+from charlm.tasks.lm.model import CharRNN, ModelSpec
+
+HIDDEN_SIZES = (128, 256, 384, 512, 768, 1024)
+NUM_LAYERS = 2
+CHARS_PER_PARAMETER = 4
+USEFUL_PASSES = 16
+# A preset or flag that sets any of these leaves the size to the user: the first three are what sizing
+# chooses, and a run regularised by hand (AWD-LSTM's dropouts) has chosen its own.
+SIZE_KEYS = ("hidden_size", "num_layers", "dropout", "weight_drop", "locked_dropout", "embedding_dropout")
+_PROBE_WARMUP, _PROBE_STEPS = 2, 3
+
+
+@dataclass(frozen=True)
+class Sizing:
+    cell: str
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    parameters: int
+    reason: str
+
+    def message(self) -> str:
+        return (f"sized {self.cell} {self.num_layers}x{self.hidden_size}, dropout {self.dropout:g} "
+                f"({self.parameters / 1e6:.2f}M parameters) for {self.reason}; set --hidden-size, --num-layers "
+                "or --dropout (or a preset) to choose yourself")
+
+
+def parameter_count(config: TrainConfig, vocab_size: int, hidden_size: int) -> int:
+    spec = ModelSpec(vocab_size=vocab_size, cell=config.cell, hidden_size=hidden_size, num_layers=NUM_LAYERS,
+                     embedding_size=config.embedding_size, tie_weights=config.tie_weights)
+    return sum(p.numel() for p in CharRNN(spec).parameters())
+
+
+def dropout_for(parameters: int, train_chars: int, passes: float) -> float:
+    """Dropout from parameters per training character: 0 at one (or below), 0.25 at four, at most 0.5."""
+    if passes < 2:
+        return 0.0  # a text read about once cannot be memorised
+    ratio = parameters / max(train_chars, 1)
+    return round(min(0.5, max(0.0, 0.125 * math.log2(ratio))) * 20) / 20  # to the nearest 0.05
+
+
+def choose_size(config: TrainConfig, vocab_size: int, train_chars: int, chars_per_step: int,
+                rate_of: Callable[[int], float]) -> Sizing:
+    """The largest candidate the run's bounds can train (the config guarantees at least one bound).
+
+    rate_of(hidden_size) -> training characters per second. It is asked only when a time budget bounds the
+    run and the other bounds leave the candidate a chance, in increasing size, and never past the first
+    candidate that falls short (larger ones are slower as well as bigger).
+    """
+    budget = config.time_budget_seconds
+    counted = [float(b) for b in (config.max_steps and config.max_steps * chars_per_step,
+                                  config.epochs and config.epochs * train_chars) if b]
+    repeat_limit = USEFUL_PASSES * train_chars  # characters seen again are worth less: count this many at most
+    chosen = None
+    for hidden in HIDDEN_SIZES:
+        parameters = parameter_count(config, vocab_size, hidden)
+        needed = CHARS_PER_PARAMETER * parameters
+        probe = budget is not None and min([*counted, repeat_limit]) >= needed  # else it cannot fit anyway
+        rate = rate_of(hidden) if probe else None
+        bounds = counted + ([rate * budget] if rate is not None else [])
+        trained = min(bounds) if bounds else None  # None: only a time budget, at a speed not measured
+        useful = min(trained if trained is not None else math.inf, repeat_limit)
+        if useful < needed and chosen is not None:
+            break
+        chosen = (hidden, parameters, trained, useful, rate)
+        if useful < needed:
+            break  # even the smallest falls short: take it
+    hidden, parameters, trained, useful, rate = chosen
+    if trained is None:
+        reason = (f"{_count(train_chars)} training characters, too few for a larger model "
+                  f"({USEFUL_PASSES} passes are {useful / parameters:.1f} characters per parameter)")
+        passes = float(USEFUL_PASSES)
+    else:
+        passes = trained / max(train_chars, 1)
+        speed = f" at {_count(rate)} characters/s measured here" if rate is not None else ""
+        reason = (f"{_count(train_chars)} training characters and {_count(trained)} to train on in the run's "
+                  f"bounds{speed} ({passes:.2g} passes, {useful / parameters:.2g} useful characters per parameter)")
+    return Sizing(config.cell, hidden, NUM_LAYERS, dropout_for(parameters, train_chars, passes), parameters, reason)
+
+
+def _count(number: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if number >= size:
+            return f"{number / size:.3g}{suffix}"
+    return f"{number:.0f}"
+
+
+def size_for_corpus(config: TrainConfig, vocab_size: int, train_chars: int) -> Sizing:
+    """choose_size with each candidate's speed probed on the run's device, now (a speed kept from another
+    day would be another machine's load; the probe costs seconds, and the note says how many)."""
+    from charlm.engine.runtime import resolve_device, resolve_precision
+
+    device = resolve_device(config.device)
+    amp_dtype = resolve_precision(config.precision, device, config.cell)
+    started = time.perf_counter()
+    sizing = choose_size(config, vocab_size, train_chars, config.seq_len * config.batch_size,
+                         lambda hidden: probe_rate(config, vocab_size, hidden, device, amp_dtype))
+    probed = time.perf_counter() - started
+    if probed >= 0.5:
+        sizing = dataclasses.replace(sizing, reason=f"{sizing.reason}; probing took {probed:.1f} s")
+    return sizing
+
+
+# -- measured speed ------------------------------------------------------------------------------------------
+
+def probe_rate(config: TrainConfig, vocab_size: int, hidden_size: int, device: torch.device,
+               amp_dtype: torch.dtype | None) -> float:
+    """Training characters per second of one candidate: a few AdamW steps on random ids, as the loop takes them."""
+    spec = ModelSpec(vocab_size=vocab_size, cell=config.cell, hidden_size=hidden_size, num_layers=NUM_LAYERS,
+                     embedding_size=config.embedding_size, tie_weights=config.tie_weights)
+    model = CharRNN(spec).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(vocab_size, (config.seq_len + 1, config.batch_size), generator=generator).to(device)
+    seconds = 0.0
+    for step in range(_PROBE_WARMUP + _PROBE_STEPS):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits, _ = model(ids[:-1])  # (T, B, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        if step >= _PROBE_WARMUP:
+            seconds += time.perf_counter() - start
+    return _PROBE_STEPS * config.seq_len * config.batch_size / seconds
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (GPU calls return before it is done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

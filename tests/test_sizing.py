@@ -1,0 +1,117 @@
+"""`charlm train FILE` without a size: the model is sized from the corpus and the run's bounds."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charlm.cli import app
+from charlm.cli.inputs import sizes_to_corpus
+from charlm.config import build_config
+from charlm.tasks.lm import sizing
+from charlm.tasks.lm.sizing import HIDDEN_SIZES, choose_size, dropout_for, probe_rate
+
+# Training characters/s of LSTM 2xH in bf16 on a 2-core CPU with AMX (bench/train_throughput.py).
+RATES = {128: 175_000, 256: 62_000, 384: 40_000, 512: 25_000, 768: 12_000, 1024: 7_000}
+SHAKESPEARE_TRAIN = 1_003_854
+
+
+def _choose(train_chars, asked=None, **settings):
+    config = build_config(settings)
+
+    def rate_of(hidden):
+        if asked is not None:
+            asked.append(hidden)
+        return RATES[hidden]
+
+    return choose_size(config, 65, train_chars, config.seq_len * config.batch_size, rate_of)
+
+
+def test_tiny_shakespeare_gets_a_larger_model_for_a_longer_budget():
+    asked = []
+    five = _choose(SHAKESPEARE_TRAIN, asked, time_budget="5m")
+    assert (five.hidden_size, five.num_layers, five.dropout) == (384, 2, 0.1)
+    assert asked == [128, 256, 384, 512]  # not past the first candidate that falls short
+    thirty = _choose(SHAKESPEARE_TRAIN, time_budget="30m")
+    assert (thirty.hidden_size, thirty.dropout) == (512, 0.2)  # configs/shakespeare-30m.toml: 512, 0.25
+    assert "1M training characters and 12M to train on" in five.message()
+    assert "at 40k characters/s measured here" in five.message()
+
+
+def test_a_small_corpus_gets_the_smallest_model_without_a_probe():
+    asked = []
+    sizing = _choose(20_000, asked, time_budget="1h")
+    assert sizing.hidden_size == HIDDEN_SIZES[0] and asked == []  # 16 passes could never fill a larger one
+    assert "too few for a larger model" in sizing.message()
+
+
+def test_steps_or_epochs_bound_the_run_without_measuring_speed():
+    asked = []
+    sizing = _choose(50_000_000, asked, time_budget="none", max_steps=5_000)  # 20.5M characters
+    assert asked == [] and sizing.hidden_size == 512
+    sizing = _choose(50_000_000, asked, time_budget="none", epochs=1)
+    assert asked == [] and sizing.hidden_size == 768 and sizing.dropout == 0.0  # one pass: nothing to memorise
+
+
+def test_dropout_grows_with_parameters_per_training_character():
+    assert dropout_for(1_000_000, 1_000_000, passes=10) == 0.0
+    assert dropout_for(4_000_000, 1_000_000, passes=10) == 0.25
+    assert dropout_for(100_000_000, 1_000_000, passes=10) == 0.5
+    assert dropout_for(4_000_000, 1_000_000, passes=1.5) == 0.0
+
+
+def test_the_probe_measures_a_real_training_step():
+    config = build_config({"batch_size": 4, "seq_len": 16, "embedding_size": 8})
+    assert probe_rate(config, 20, 128, torch.device("cpu"), None) > 0
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fox.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 100)
+    return tmp_path
+
+
+def _train(*argv):
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--max-steps", "2", "--seq-len", "16", "--batch-size", "4",
+                                      "--sample-length", "0", "--device", "cpu", *argv])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_train_says_what_it_sized_and_records_it(corpus, monkeypatch):
+    result = _train("--out", "run")
+    [note] = [line for line in result.stderr.splitlines() if "sized" in line]
+    assert note.startswith("charlm: note: sized lstm 2x128, dropout 0 (") and "--hidden-size" in note
+    config = json.loads((corpus / "run" / "last.json").read_text())["config"]
+    assert (config["hidden_size"], config["num_layers"], config["dropout"]) == (128, 2, 0.0)
+    # A resumed run keeps the size it has: sizing is not even asked.
+    monkeypatch.setattr(sizing, "size_for_corpus", lambda *args: pytest.fail("a resumed run was sized"))
+    resumed = CliRunner().invoke(app, ["train", "--resume", "--out", "run", "--max-steps", "3"])
+    assert resumed.exit_code == 0 and "sized" not in resumed.stderr, resumed.output
+    assert json.loads((corpus / "run" / "last.json").read_text())["config"]["hidden_size"] == 128
+
+
+@pytest.mark.parametrize("given, expected", [
+    (["--hidden-size", "32"], (32, 2, 0.0)), (["--num-layers", "1"], (256, 1, 0.0)),
+    (["--dropout", "0.1"], (256, 2, 0.1)), (["--config", "preset.toml"], (48, 2, 0.0)),
+    (["--locked-dropout", "0.3"], (256, 2, 0.0))])  # a hand-regularised run has chosen (and dropout would clash)
+def test_a_size_given_by_flag_or_preset_is_never_overridden(corpus, given, expected):
+    (corpus / "preset.toml").write_text("hidden_size = 48\n")
+    result = _train("--out", "run", *given)
+    assert "sized" not in result.stderr
+    config = json.loads((corpus / "run" / "last.json").read_text())["config"]
+    assert (config["hidden_size"], config["num_layers"], config["dropout"]) == expected
+
+
+@pytest.mark.parametrize("task, given, resume, world_size, engine, sized", [
+    ("lm", set(), False, 1, "torch", True),
+    ("lm", set(), True, 1, "torch", False),  # a resumed run keeps the size it has
+    ("lm", set(), False, 2, "torch", False),  # each torchrun process would probe (and might choose) its own
+    ("lm", set(), False, 1, "numpy", False),
+    ("lm", {"embedding_dropout"}, False, 1, "torch", False),
+    ("lines", set(), False, 1, "torch", False)])
+def test_sizing_applies_to_new_single_process_lm_runs_only(task, given, resume, world_size, engine, sized):
+    config = build_config({"task": task, "engine": engine})
+    assert sizes_to_corpus(config, given, resume, world_size) is sized
