@@ -17,13 +17,13 @@ underneath, called the way the CLI calls it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from charlm.nats import PerCharacter
 from charlm.config import build_config, check_applicable
 from charlm.decode.sampling import SamplingOptions
 from charlm.engine.checkpoint import DEFAULT_ROOT
@@ -33,20 +33,12 @@ from charlm.runs import Checkpoint, load_checkpoint
 
 
 @dataclass(frozen=True)
-class Score:
+class Score(PerCharacter):
     """How well a language model predicts a text. `surprisal` holds (character, bits) for every character
     after the first (nothing predicts the first); their mean in nats is `nats_per_char`."""
 
     nats_per_char: float
     surprisal: list[tuple[str, float]]
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_char)
 
 
 class Run:

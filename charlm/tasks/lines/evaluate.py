@@ -8,33 +8,22 @@ Deterministic: batches in a fixed order, sums in fp64.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm.nats import PerCharacter
 from charlm.tasks.lines.data import IGNORE, EncodedRecords, evaluation_batches, pad_batch
 
 
 @dataclass(frozen=True)
-class RecordStats:
+class RecordStats(PerCharacter):
     records: int
     characters: int  # scored positions: characters plus one end symbol per record
     nats_per_char: float
     skipped: int = 0  # records dropped for unknown characters
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_char)
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), bits_per_char=self.bits_per_char, perplexity=self.perplexity)
 
 
 @torch.inference_mode()

@@ -16,14 +16,14 @@ Two passes give the same figure to within noise, and both are deterministic:
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm.nats import PerCharacter
 from charlm.runs import Checkpoint
 from charlm.tasks.lm.data import iter_windows, lay_out_eval_streams
 from charlm.text.encoding import encode_files, reopen_recorded
@@ -46,25 +46,13 @@ def choose_streams(n_chars: int, max_streams: int = MAX_STREAMS, burn_in: int = 
 
 
 @dataclass(frozen=True)
-class EvalStats:
+class EvalStats(PerCharacter):
     characters: int  # characters scored (every one but the first)
     nats_per_char: float
     skipped: int = 0  # characters dropped from the text as unknown
     streams: int = 1  # 1: the exact single pass; more: the batched pass with burn-in
     unit: str = "char"  # "byte" for a byte-level model: the figures are then per byte
     precision: str = "fp32"  # autocast of the pass; bf16 agrees with fp32 to about 1e-4 nats
-
-    @property
-    def bits_per_char(self) -> float:
-        """Bits per token: per character, or per byte for a byte-level model."""
-        return self.nats_per_char / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_char)
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), bits_per_char=self.bits_per_char, perplexity=self.perplexity)
 
 
 def evaluate_ids(model: CharRNN, ids, device: torch.device | None = None, streams: int | None = None,

@@ -16,13 +16,14 @@ same corpus-level scores, which do not add up by themselves).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from charlm.nats import PerCharacter
 from charlm.engine.distributed import SINGLE, World, sum_over_ranks
 from charlm.tasks.seq2seq.data import PAD, EncodedPairs, PairVocabs, evaluation_batches, pair_batch
 from charlm.tasks.seq2seq.decode import Decoding, Translation, evaluating, translate
@@ -30,7 +31,7 @@ from charlm.tasks.seq2seq.metrics import translation_scores
 
 
 @dataclass(frozen=True)
-class PairStats:
+class PairStats(PerCharacter):
     pairs: int
     sources: int  # distinct sources decoded
     characters: int  # target positions scored: characters plus one end symbol per pair
@@ -40,17 +41,6 @@ class PairStats:
     bleu: float  # sacrebleu, 0-100
     decoding: str
     skipped: int = 0  # pairs left out for characters the model does not know
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nats_per_char)
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), bits_per_char=self.bits_per_char, perplexity=self.perplexity)
 
 
 @torch.inference_mode()
