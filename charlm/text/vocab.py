@@ -178,74 +178,18 @@ class ByteVocab:
 
 
 @dataclass(frozen=True)
-class RecordVocab:
-    """Characters of records plus one reserved symbol that ends a record (and, as in makemore, starts one).
-
-    Id 0 is the end symbol, never a character of the text, so every character
-    a record can hold (a '.' included) keeps its meaning; character i of
-    `chars` is id i + 1.
-    """
+class _ReservedVocab:
+    """Characters after reserved symbols: character i of `chars` is id i + len(RESERVED), so every character
+    a text can hold keeps its meaning. Subclasses name the symbols and END."""
 
     chars: tuple[str, ...]
+    RESERVED = ()  # the subclass's reserved symbols (class constants, not fields)
     END = 0
-    END_NAME = "<end>"
     tokenizer = "chars"
     unit = "char"
 
     @classmethod
-    def from_texts(cls, texts) -> "RecordVocab":
-        return cls(tuple(sorted(set().union(*map(set, texts)))))
-
-    @property
-    def size(self) -> int:
-        return len(self.chars) + 1
-
-    def __len__(self) -> int:
-        return self.size
-
-    def encode(self, text: str, skip_unknown: bool = False) -> tuple[torch.Tensor, int]:
-        """A record's characters -> ids (no end symbol), as Vocab.encode does."""
-        ids, skipped = Vocab(self.chars).encode(text, skip_unknown)
-        return ids + 1, skipped
-
-    def unknown_chars(self, text: str) -> list[str]:
-        return Vocab(self.chars).unknown_chars(text)
-
-    def decode(self, ids: list[int] | torch.Tensor) -> str:
-        """Ids -> text, up to the first end symbol."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if i == self.END:
-                break
-            out.append(self.chars[i - 1])
-        return "".join(out)
-
-    def to_json(self) -> dict:
-        return {"chars": list(self.chars), "end": self.END_NAME}
-
-
-@dataclass(frozen=True)
-class PairVocab:
-    """One side of source/target pairs: three reserved symbols, then the characters.
-
-    Id 0 pads a batch (never scored, never attended to), 1 starts the target
-    the decoder reads, 2 ends the target it writes; character i of `chars` is
-    id i + 3, so any character a text holds keeps its meaning. Sources and
-    targets each have their own PairVocab (their alphabets differ: English and
-    French, graphemes and phonemes); a source never uses start and end, but the
-    shared layout keeps padding at 0 on both sides.
-    """
-
-    chars: tuple[str, ...]
-    PAD, START, END = 0, 1, 2
-    RESERVED = ("<pad>", "<start>", "<end>")
-    tokenizer = "chars"
-    unit = "char"
-
-    @classmethod
-    def from_texts(cls, texts) -> "PairVocab":
+    def from_texts(cls, texts):
         return cls(tuple(sorted(set().union(*map(set, texts)))))
 
     @property
@@ -264,7 +208,7 @@ class PairVocab:
         return Vocab(self.chars).unknown_chars(text)
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
-        """Ids -> text, up to the first end symbol; padding and start symbols are not text and are left out."""
+        """Ids -> text, up to the first end symbol; other reserved symbols are not text and are left out."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         out = []
@@ -274,6 +218,38 @@ class PairVocab:
             if i >= len(self.RESERVED):
                 out.append(self.chars[i - len(self.RESERVED)])
         return "".join(out)
+
+
+@dataclass(frozen=True)
+class RecordVocab(_ReservedVocab):
+    """Characters of records plus one reserved symbol that ends a record (and, as in makemore, starts one).
+
+    Id 0 is the end symbol, never a character of the text, so every character
+    a record can hold (a '.' included) keeps its meaning; character i of
+    `chars` is id i + 1.
+    """
+
+    END_NAME = "<end>"
+    RESERVED = (END_NAME,)
+
+    def to_json(self) -> dict:
+        return {"chars": list(self.chars), "end": self.END_NAME}
+
+
+@dataclass(frozen=True)
+class PairVocab(_ReservedVocab):
+    """One side of source/target pairs: three reserved symbols, then the characters.
+
+    Id 0 pads a batch (never scored, never attended to), 1 starts the target
+    the decoder reads, 2 ends the target it writes; character i of `chars` is
+    id i + 3, so any character a text holds keeps its meaning. Sources and
+    targets each have their own PairVocab (their alphabets differ: English and
+    French, graphemes and phonemes); a source never uses start and end, but the
+    shared layout keeps padding at 0 on both sides.
+    """
+
+    PAD, START, END = 0, 1, 2
+    RESERVED = ("<pad>", "<start>", "<end>")
 
     def to_json(self) -> dict:
         return {"chars": list(self.chars), "reserved": list(self.RESERVED)}
