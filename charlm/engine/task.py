@@ -121,3 +121,16 @@ class Task(Protocol):
 
     def restore_carry(self, tensors: dict[str, torch.Tensor], world: World, device: torch.device) -> Any:
         """This rank's part of join_carries()'s result, back on the device."""
+
+
+class NoCarry:
+    """The carry methods of a task whose batches hand nothing on to the next (records, pairs, texts)."""
+
+    def carry_tensors(self, carry: Any) -> dict[str, torch.Tensor]:
+        return {}
+
+    def join_carries(self, ranks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore_carry(self, tensors: dict[str, torch.Tensor], world: World, device: torch.device) -> None:
+        return None

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from charlm.config import SELECT_BY, TrainConfig, stored_value
 from charlm.engine.distributed import World, sum_over_ranks
-from charlm.engine.task import Batch, Evaluation
+from charlm.engine.task import Batch, Evaluation, NoCarry
 from charlm.errors import CharlmError, CorpusError
 from charlm.tasks.classify.data import (ClassifyEpoch, EncodedTexts, LabelledTexts, group_texts, pad_texts,
                                         scored_texts, split_by_class, training_pairs)
@@ -54,7 +54,7 @@ def labelled_texts(records: RecordSet, config: TrainConfig) -> tuple[LabelledTex
     return grouped, len(too_long)
 
 
-class ClassifyTask:
+class ClassifyTask(NoCarry):
     name = "classify"
     unit = "example"
     higher_is_better = True
@@ -174,15 +174,6 @@ class ClassifyTask:
         if weights is not None:
             losses = losses * weights.to(device)
         return losses.sum(), None
-
-    def carry_tensors(self, carry) -> dict[str, torch.Tensor]:
-        return {}
-
-    def join_carries(self, ranks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {}
-
-    def restore_carry(self, tensors, world: World, device: torch.device):
-        return None
 
     # -- evaluation --------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from charlm.config import TrainConfig
 from charlm.decode.sampling import SamplingOptions
 from charlm.engine.distributed import World, sum_over_ranks
 from charlm.engine.runtime import make_generator
-from charlm.engine.task import Batch, Evaluation
+from charlm.engine.task import Batch, Evaluation, NoCarry
 from charlm.errors import CharlmError, CorpusError
 from charlm.tasks.lines.data import IGNORE, EncodedRecords, RecordEpoch, encode_records
 from charlm.tasks.lines.evaluate import score_records
@@ -34,7 +34,7 @@ PREVIEW_CLASSES, PREVIEW_PER_CLASS, PREVIEW_UNCONDITIONAL = 4, 3, 10
 RUNNING_TEXT_CHARS = 10_000
 
 
-class RecordsTask:
+class RecordsTask(NoCarry):
     name = "lines"
     unit = "char"
     main_metric = "val_loss"
@@ -157,15 +157,6 @@ class RecordsTask:
         loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.to(device).flatten(),
                                    ignore_index=IGNORE, reduction="sum")
         return loss_sum, None
-
-    def carry_tensors(self, carry) -> dict[str, torch.Tensor]:
-        return {}
-
-    def join_carries(self, ranks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {}
-
-    def restore_carry(self, tensors, world: World, device: torch.device):
-        return None
 
     # -- evaluation --------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from charlm.config import SELECT_BY, TrainConfig, stored_value
 from charlm.engine.distributed import World
-from charlm.engine.task import Batch, Evaluation
+from charlm.engine.task import Batch, Evaluation, NoCarry
 from charlm.errors import CharlmError, CorpusError
 from charlm.tasks.seq2seq.data import PAD, EncodedPairs, PairEpoch, PairVocabs
 from charlm.tasks.seq2seq.decode import translate
@@ -55,7 +55,7 @@ def decoded_subset(references: list, limit: int = DECODED_SOURCES) -> list:
     return [references[int((i + 0.5) * len(references) / limit)] for i in range(limit)]
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(NoCarry):
     name = "seq2seq"
     unit = "char"
     batch_flags = "--batch-size, --max-source-length or --max-target-length"
@@ -172,15 +172,6 @@ class Seq2SeqTask:
         loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.to(device).flatten(), ignore_index=PAD,
                                    reduction="sum")
         return loss_sum, None
-
-    def carry_tensors(self, carry) -> dict[str, torch.Tensor]:
-        return {}
-
-    def join_carries(self, ranks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {}
-
-    def restore_carry(self, tensors, world: World, device: torch.device):
-        return None
 
     # -- evaluation --------------------------------------------------------------
 
