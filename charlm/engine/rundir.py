@@ -95,8 +95,12 @@ def check_fresh(run_dir: Path) -> None:
         raise RunDirectoryError(f"run directory {run_dir} already exists; continue it with --resume "
                                 "or choose another with --out")
     if contents.kind == FOREIGN:
-        raise RunDirectoryError(f"--out {run_dir} holds files charlm did not write ({contents.stranger}); "
-                                "choose an empty or new directory with --out")
+        raise _foreign_error(run_dir, contents.stranger)
+
+
+def _foreign_error(run_dir: Path, stranger: str) -> RunDirectoryError:
+    return RunDirectoryError(f"--out {run_dir} holds files charlm did not write ({stranger}); "
+                             "choose an empty or new directory with --out")
 
 
 def read_start(run_dir: Path) -> dict | None:
@@ -157,8 +161,7 @@ def claim(run_dir: Path, resumed_step: int | None, start_record: dict) -> Claim:
             raise RunDirectoryError(f"run directory {run_dir} was written by another run while this one "
                                     "started; continue it with --resume or choose another with --out")
         if contents.kind == FOREIGN:
-            raise RunDirectoryError(f"--out {run_dir} holds files charlm did not write ({contents.stranger}); "
-                                    "choose an empty or new directory with --out")
+            raise _foreign_error(run_dir, contents.stranger)
         notice = None
         if contents.kind == UNFINISHED:
             for entry in contents.leftovers:
