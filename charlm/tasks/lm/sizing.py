@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import TrainConfig
+from charlm.engine.step import make_optimizer
 from charlm.tasks.lm.model import CharRNN, ModelSpec
 
 HIDDEN_SIZES = (128, 256, 384, 512, 768, 1024)
@@ -62,10 +63,15 @@ class Sizing:
                 "or --dropout (or a preset) to choose yourself")
 
 
-def parameter_count(config: TrainConfig, vocab_size: int, hidden_size: int) -> int:
-    spec = ModelSpec(vocab_size=vocab_size, cell=config.cell, hidden_size=hidden_size, num_layers=NUM_LAYERS,
+def candidate_spec(config: TrainConfig, vocab_size: int, hidden_size: int) -> ModelSpec:
+    return ModelSpec(vocab_size=vocab_size, cell=config.cell, hidden_size=hidden_size, num_layers=NUM_LAYERS,
                      embedding_size=config.embedding_size, tie_weights=config.tie_weights)
-    return sum(p.numel() for p in CharRNN(spec).parameters())
+
+
+def parameter_count(config: TrainConfig, vocab_size: int, hidden_size: int) -> int:
+    with torch.device("meta"):  # shapes only: nothing allocated or initialised
+        model = CharRNN(candidate_spec(config, vocab_size, hidden_size))
+    return sum(p.numel() for p in model.parameters())
 
 
 def dropout_for(parameters: int, train_chars: int, passes: float) -> float:
@@ -143,10 +149,8 @@ def size_for_corpus(config: TrainConfig, vocab_size: int, train_chars: int) -> S
 def probe_rate(config: TrainConfig, vocab_size: int, hidden_size: int, device: torch.device,
                amp_dtype: torch.dtype | None) -> float:
     """Training characters per second of one candidate: a few AdamW steps on random ids, as the loop takes them."""
-    spec = ModelSpec(vocab_size=vocab_size, cell=config.cell, hidden_size=hidden_size, num_layers=NUM_LAYERS,
-                     embedding_size=config.embedding_size, tie_weights=config.tie_weights)
-    model = CharRNN(spec).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model = CharRNN(candidate_spec(config, vocab_size, hidden_size)).to(device)
+    optimizer = make_optimizer(model, config)  # the loop's own (fused where it can be)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(vocab_size, (config.seq_len + 1, config.batch_size), generator=generator).to(device)
     seconds = 0.0
