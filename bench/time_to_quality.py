@@ -1,12 +1,15 @@
 """Time to quality: validation loss against wall-clock seconds of `charlm train`.
 
     python bench/time_to_quality.py --config configs/shakespeare.toml [--time-budget 5m] [--precision fp32]
-                                    [--out curve.json]
+                                    [--dynamic] [--out curve.json]
 
 Runs the real command on ../shared/corpora/tinyshakespeare.txt (or --corpus)
 with a shipped preset, the documented contiguous 90/10 split (validation text
 is never trained on), and writes the curve of validation loss (nats/char)
 against elapsed training seconds, read from the run's metrics.jsonl.
+With --dynamic it also scores the best checkpoint on the validation split
+with `charlm eval --dynamic` (static and dynamic figures side by side, one
+stream, fp32; the evaluation is not counted in the training time).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main() -> None:
     parser.add_argument("--time-budget", help="override the preset's budget, e.g. 5m")
     parser.add_argument("--precision", help="override the preset's precision: auto, fp32, bf16")
     parser.add_argument("--corpus", default=str(SHAKESPEARE))
+    parser.add_argument("--dynamic", action="store_true",
+                        help="also score the best checkpoint under dynamic evaluation (charlm eval --dynamic)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp()) / "run"
@@ -46,10 +51,23 @@ def main() -> None:
     best = min(curve, key=lambda point: point["val_loss"])
     within = {f"best_val_within_{m}m": min((p["val_loss"] for p in curve if p["elapsed_seconds"] <= m * 60 + 1),
                                              default=None) for m in (5, 30)}
+    dynamic = _dynamic_figures(run_dir) if args.dynamic else None
     emit({"benchmark": "time_to_quality", "machine": machine_facts(), "command": " ".join(command[1:]),
           "corpus": args.corpus, "split": "contiguous 90/10 (last 10% validation)",
           "precision": _precision_used(done.stdout), "best": best, **within, "curve": curve,
-          "summary_line": done.stdout.strip().splitlines()[-1]}, args.out)
+          "summary_line": done.stdout.strip().splitlines()[-1],
+          **({"validation_static_and_dynamic": dynamic} if dynamic else {})}, args.out)
+
+
+def _dynamic_figures(run_dir: Path) -> dict:
+    """`charlm eval --dynamic --json` of the run's best checkpoint on its validation split."""
+    command = [sys.executable, "-m", "charlm", "eval", "--checkpoint", str(run_dir), "--dynamic", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"charlm eval --dynamic failed: {done.stderr.strip()}")
+    figures = json.loads(done.stdout)
+    return {"command": " ".join(command[1:]), **{key: figures[key] for key in (
+        "characters", "static_nats_per_char", "dynamic_nats_per_char", "method", "lr", "decay", "segment")}}
 
 
 def _precision_used(stdout: str) -> str | None:

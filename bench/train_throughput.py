@@ -1,6 +1,6 @@
 """Training throughput: charlm's real training loop against the leanest possible loop.
 
-    python bench/train_throughput.py [--out bench/results/train.json] [--quick]
+    python bench/train_throughput.py [--out bench/results/train.json] [--quick] [--regularised]
 
 charlm's side is `charlm.engine.loop.train()` itself (data layout, model, loss,
 backward, clipping, AdamW, schedule, progress accounting), timed between its
@@ -13,6 +13,10 @@ this machine's fp32 matmul peak measured in the same run.
 Both sides run in fp32, and (with --precision both, the default) also both
 under bf16 autocast, so the bf16 speed-up that `--precision auto` relies on is
 measured in the same run.
+
+--regularised adds, per config, charlm with the AWD-LSTM regularisers on
+(weight drop 0.25 on W_hh, locked dropout 0.1, in fp32) and reports its
+paired ratio to charlm without them: what weight drop and locked dropout cost.
 """
 
 from __future__ import annotations
@@ -65,12 +69,12 @@ class CharlmSide:
     """charlm's training generator, advanced a few progress events at a time."""
 
     def __init__(self, corpus: EncodedCorpus, cell: str, hidden: int, layers: int, batch: int, seq: int,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", **settings):
         self.config = build_config({"cell": cell, "hidden_size": hidden, "num_layers": layers,
                                     "embedding_size": EMBEDDING, "batch_size": batch, "seq_len": seq,
                                     "max_steps": 10**9, "time_budget": "none", "eval_every": 10**9,
                                     "log_every": 10, "sample_length": 0, "device": "cpu",
-                                    "precision": precision})
+                                    "precision": precision, **settings})
         self.run_dir = Path(tempfile.mkdtemp()) / "run"
         self.events = train(LanguageModelTask(corpus, self.config), self.run_dir)
         self.chars_per_step = batch * seq
@@ -116,6 +120,7 @@ class LeanSide:
         return reports * 10 * self.chars_per_step / (time.perf_counter() - start)
 
 
+AWD = {"weight_drop": 0.25, "locked_dropout": 0.1}
 CONFIGS = [("lstm", 128, 2, 32), ("lstm", 256, 2, 16), ("lstm", 256, 2, 32), ("lstm", 256, 2, 64),
            ("lstm", 512, 2, 32), ("gru", 256, 2, 32), ("rnn", 256, 2, 32)]
 
@@ -126,6 +131,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="two configs, two rounds")
     parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both")
+    parser.add_argument("--regularised", action="store_true",
+                        help="also charlm with weight drop 0.25 and locked dropout 0.1 (fp32), as a ratio to without")
     args = parser.parse_args()
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     configs = CONFIGS[2:3] + CONFIGS[4:5] if args.quick else CONFIGS
@@ -143,6 +150,9 @@ def main() -> None:
             lean_side = LeanSide(vocab, cell, hidden, layers, batch, seq, precision)
             candidates[f"charlm_{precision}"] = lambda side=charlm_side: side.advance(reports)
             candidates[f"lean_{precision}"] = lambda side=lean_side: side.advance(reports)
+        if args.regularised:
+            awd_side = CharlmSide(corpus, cell, hidden, layers, batch, seq, "fp32", **AWD)
+            candidates["charlm_awd_fp32"] = lambda side=awd_side: side.advance(reports)
         rates = interleaved(candidates, rounds)
         train_flops = 3 * forward_flops_per_char(cell, hidden, layers, vocab)
         entry = {"config": {"cell": cell, "hidden_size": hidden, "num_layers": layers, "batch_size": batch,
@@ -154,6 +164,9 @@ def main() -> None:
                 rates[f"charlm_{precision}"]["median"] / rates[f"lean_{precision}"]["median"], 3)
             entry[f"paired_ratio_charlm_to_lean_{precision}"] = paired_ratio(rates, f"charlm_{precision}",
                                                                               f"lean_{precision}")
+        if args.regularised:
+            entry["regularised"] = AWD
+            entry["paired_ratio_awd_to_plain_fp32"] = paired_ratio(rates, "charlm_awd_fp32", "charlm_fp32")
         if len(precisions) == 2:
             entry["paired_speedup_charlm_bf16_over_fp32"] = paired_ratio(rates, "charlm_bf16", "charlm_fp32")
         entry["gflops"] = {k: round(v["median"] * train_flops / 1e9, 1) for k, v in rates.items()}
