@@ -3,8 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from charlm.text import encoding
-from charlm.text.encoding import FILE_SEPARATOR, encode_files, open_corpus
+from charlm.text import cache as corpus_cache, encoding
+from charlm.text.cache import open_corpus
+from charlm.text.encoding import FILE_SEPARATOR, encode_files
 from charlm.errors import CorpusError, VocabularyError
 from charlm.text.sources import SourceFile
 from charlm.text.vocab import ByteVocab, Vocab
@@ -69,7 +70,7 @@ def test_vocabulary_sets_the_smallest_dtype(tmp_path):
 
 @pytest.fixture
 def cache_small(monkeypatch):
-    monkeypatch.setattr(encoding, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(corpus_cache, "CACHE_MIN_BYTES", 0)
 
 
 def test_small_corpora_are_not_cached(tmp_path):
@@ -87,19 +88,19 @@ def test_the_cache_is_memory_mapped_and_reused(tmp_path, monkeypatch, cache_smal
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded again")
-    monkeypatch.setattr(encoding, "_write_ids", no_encoding)
-    monkeypatch.setattr(encoding, "_survey", no_encoding)
+    monkeypatch.setattr(corpus_cache, "_write_ids", no_encoding)
+    monkeypatch.setattr(corpus_cache, "survey_files", no_encoding)
     again = open_corpus(files, cache_dir=cache)  # found by the files' stats: not even read
     assert isinstance(again.ids, np.memmap) and np.array_equal(again.ids, first.ids)
     assert again.sha256 == first.sha256 and again.vocab == first.vocab
     monkeypatch.undo()
-    monkeypatch.setattr(encoding, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(corpus_cache, "CACHE_MIN_BYTES", 0)
 
     files[0].path.touch()  # same content, new mtime: hashed again, found by checksum, not re-encoded
-    monkeypatch.setattr(encoding, "_write_ids", no_encoding)
+    monkeypatch.setattr(corpus_cache, "_write_ids", no_encoding)
     assert open_corpus(files, cache_dir=cache).sha256 == first.sha256
     monkeypatch.undo()
-    monkeypatch.setattr(encoding, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(corpus_cache, "CACHE_MIN_BYTES", 0)
 
     files[0].path.write_text("different text now\n" * 100)  # new content: a new entry
     changed = open_corpus(files, cache_dir=cache)

@@ -15,7 +15,7 @@ from charlm.errors import CharlmError
 from charlm.runs import load_checkpoint
 from charlm.tasks.lm.dynamic import DynamicOptions
 from charlm.tasks.lm.evaluate import evaluate_checkpoint
-from charlm.text.encoding import default_cache_dir
+from charlm.text.cache import default_cache_dir
 
 
 def evaluate(

@@ -14,7 +14,8 @@ import typer
 from charlm.config import TrainConfig
 from charlm.engine.checkpoint import DEFAULT_ROOT
 from charlm.errors import CorpusError
-from charlm.text.encoding import EncodedCorpus, default_cache_dir, open_corpus, reopen_recorded
+from charlm.text.cache import default_cache_dir, open_corpus, reopen_recorded
+from charlm.text.encoding import EncodedCorpus
 from charlm.text.named import CORPORA_DIR, REGISTRY, NamedCorpus, fetch, is_named
 from charlm.text.records import read_records
 from charlm.text.sources import SourceFile, select_files

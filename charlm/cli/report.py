@@ -37,7 +37,7 @@ def report(
     """One self-contained HTML page of runs: curves, settings, samples, surprisal."""
     from charlm.report.build import build_report
     from charlm.report.runs import latest_run
-    from charlm.text.encoding import default_cache_dir
+    from charlm.text.cache import default_cache_dir
 
     with _user_errors():
         if length < 1:
@@ -78,7 +78,7 @@ def inspect(
     """Show a text coloured by the model's surprisal at each character, or by a hidden unit's activation."""
     from charlm.report.neurons import parse_unit
     from charlm.report.source import load_model, text_ids
-    from charlm.text.encoding import default_cache_dir
+    from charlm.text.cache import default_cache_dir
 
     screen = _Screen()
     with _user_errors():

@@ -27,7 +27,7 @@ _SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "
 def read_corpus(path: Path, normalize_newlines: bool = False, tokenizer: str = "chars",
                 cache_dir: Path | None = None):
     """One text file as an EncodedCorpus (see encoding.py), with one-line errors."""
-    from charlm.text.encoding import open_corpus  # encoding needs this module's neighbours, not the reverse
+    from charlm.text.cache import open_corpus  # the cache needs this module's neighbours, not the reverse
     from charlm.text.sources import SourceFile
 
     if not path.exists():

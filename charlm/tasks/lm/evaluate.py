@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from charlm.nats import PerCharacter
 from charlm.runs import Checkpoint
 from charlm.tasks.lm.data import iter_windows, lay_out_eval_streams
-from charlm.text.encoding import encode_files, reopen_recorded
+from charlm.text.cache import reopen_recorded
+from charlm.text.encoding import encode_files
 from charlm.errors import CorpusError
 from charlm.tasks.lm.model import CharRNN
 from charlm.engine.runtime import precision_name, resolve_precision
