@@ -1,7 +1,7 @@
 """Time to quality: validation loss against wall-clock seconds of `charlm train`.
 
     python bench/time_to_quality.py --config configs/shakespeare.toml [--time-budget 5m] [--precision fp32]
-                                    [--dynamic] [--out curve.json]
+                                    [--dynamic] [--out curve.json] [-- TRAIN FLAGS...]
 
 Runs the real command on ../shared/corpora/tinyshakespeare.txt (or --corpus)
 with a shipped preset, the documented contiguous 90/10 split (validation text
@@ -9,7 +9,8 @@ is never trained on), and writes the curve of validation loss (nats/char)
 against elapsed training seconds, read from the run's metrics.jsonl.
 With --dynamic it also scores the best checkpoint on the validation split
 with `charlm eval --dynamic` (static and dynamic figures side by side, one
-stream, fp32; the evaluation is not counted in the training time).
+stream, fp32; the evaluation is not counted in the training time). Flags
+after `--` go to `charlm train` as they are (`-- --weight-drop 0.25`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def main() -> None:
     parser.add_argument("--dynamic", action="store_true",
                         help="also score the best checkpoint under dynamic evaluation (charlm eval --dynamic)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("train_flags", nargs=argparse.REMAINDER,
+                        help="after --: more flags for charlm train, e.g. -- --weight-drop 0.25")
     args = parser.parse_args()
+    extra = args.train_flags[1:] if args.train_flags[:1] == ["--"] else args.train_flags
     run_dir = Path(tempfile.mkdtemp()) / "run"
     command = [sys.executable, "-m", "charlm", "train", args.corpus, "--config", args.config,
                "--out", str(run_dir), "--sample-length", "0"]
@@ -42,6 +46,7 @@ def main() -> None:
         command += ["--time-budget", args.time_budget]
     if args.precision:
         command += ["--precision", args.precision]
+    command += extra
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"charlm train failed: {done.stderr.strip()}")

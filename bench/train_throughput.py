@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--regularised", action="store_true",
                         help="also charlm with weight drop 0.25 and locked dropout 0.1 (fp32), as a ratio to without")
     args = parser.parse_args()
+    if args.regularised and args.precision == "bf16":
+        parser.error("--regularised is measured in fp32 against charlm in fp32: use --precision fp32 or both")
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     configs = CONFIGS[2:3] + CONFIGS[4:5] if args.quick else CONFIGS
     rounds = 2 if args.quick else args.rounds

@@ -10,8 +10,8 @@ Encoding streams the files in chunks and is vectorised (NumPy over code
 points, no per-character Python), in two passes: the first validates, hashes
 and counts characters (the vocabulary); the second maps code points to ids
 through a lookup table into the smallest unsigned integer type that holds
-the vocabulary (in memory, or appended to a file by cache.py). Memory stays at a few chunks whatever
-the corpus size.
+the vocabulary (in memory, or appended to a file by cache.py). Memory stays
+at a few chunks whatever the corpus size.
 
 Large corpora are encoded once and memory-mapped after: cache.py.
 """

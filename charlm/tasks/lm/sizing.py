@@ -6,9 +6,10 @@ there is, and how many characters the run will get through (its time budget
 times the speed of each candidate on this machine, or its steps or epochs).
 
 - Compute: a model should see enough characters per parameter.
-  `CHARS_PER_PARAMETER` = 4 is where the best hand-tuned Tiny Shakespeare run
-  stood at its best (LSTM 512x2 with dropout 0.25, 1.4323 nats/char after
-  12.8M characters: 3.9 per parameter; bench/time_to_quality.py); Chinchilla's
+  `CHARS_PER_PARAMETER` = 4 is where the plain-dropout Tiny Shakespeare
+  preset of before stood at its best (LSTM 512x2 with dropout 0.25, 1.4323
+  nats/char after 12.8M characters: 3.9 per parameter;
+  bench/results/time_to_quality_30m.json); Chinchilla's
   20 tokens per parameter is for models that read fresh text once.
 - Data: characters seen again are worth less than new ones (Muennighoff et
   al. 2023, "Scaling Data-Constrained Language Models"): at most
@@ -16,7 +17,8 @@ times the speed of each candidate on this machine, or its steps or epochs).
 
 The largest candidate that meets both is chosen; dropout grows with the
 parameters per training character (none at one per character, 0.25 at four,
-as the Shakespeare 30-minute preset and configs/names.toml use).
+as that preset used). It is plain dropout: AWD-LSTM's weight drop and locked
+dropout, which the 30-minute preset now uses, are not chosen here yet.
 bench/sizing.py checks the choice against the fixed defaults on three corpora.
 
 Speeds come from a short probe of each candidate: a few training steps on
