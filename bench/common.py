@@ -88,6 +88,13 @@ def paired_ratio(rates: dict[str, dict], numerator: str, denominator: str) -> di
     return {"median": round(statistics.median(ratios), 3), "min": round(ratios[0], 3), "max": round(ratios[-1], 3)}
 
 
+def val_loss_curve(run_dir: Path) -> list[dict]:
+    """A run's evaluations from its metrics.jsonl: elapsed seconds, step and validation loss of each."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
+            for r in records if "val_loss" in r]
+
+
 def emit(result: dict, out: str | None) -> None:
     text = json.dumps(result, indent=2)
     if out:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, emit, machine_facts  # noqa: E402
+from common import REPO, emit, machine_facts, val_loss_curve  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -50,12 +50,6 @@ def charlm(*args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def curve(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
-            for r in records if "val_loss" in r]
-
-
 def run_makemore(args) -> dict:
     work = Path(tempfile.mkdtemp())
     train_words, test_words = makemore_split(DATA / "makemore-names.txt")
@@ -71,7 +65,7 @@ def run_makemore(args) -> dict:
             "split": "makemore's: torch.manual_seed(3407), randperm, last 1000 words as test",
             "train_words": len(train_words), "test_words": len(test_words),
             "test_nats_per_char": round(scored["nats_per_char"], 4), "makemore_transformer_reference": 1.92,
-            "curve": curve(run), "summary_line": done.stdout.strip().splitlines()[-1]}
+            "curve": val_loss_curve(run), "summary_line": done.stdout.strip().splitlines()[-1]}
 
 
 def run_conditional(args) -> dict:
@@ -82,7 +76,7 @@ def run_conditional(args) -> dict:
         command = ["train", str(DATA / "names"), "--task", "lines", "--config", args.config,
                    "--time-budget", args.time_budget, "--out", str(run), *extra]
         done = charlm(*command)
-        points = curve(run)
+        points = val_loss_curve(run)
         results[name] = {"command": "charlm " + " ".join(command),
                          "best_val_nats_per_char": min(p["val_loss"] for p in points), "curve": points,
                          "summary_line": done.stdout.strip().splitlines()[-1]}

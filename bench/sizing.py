@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHAKESPEARE, emit, machine_facts  # noqa: E402
+from common import REPO, SHAKESPEARE, emit, machine_facts, val_loss_curve  # noqa: E402
 
 CORPORA = {"makemore-names": REPO.parent / "shared" / "data" / "makemore-names.txt",
            "tinyshakespeare": SHAKESPEARE,
@@ -43,14 +43,12 @@ def run(corpus: Path | None, extra: list[str], budget: str, eval_every: int | No
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"charlm train failed: {done.stderr.strip()}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
-             for r in records if "val_loss" in r]
+    curve = val_loss_curve(run_dir)  # the last evaluation is at the run's last step
     config = json.loads((run_dir / "best.json").read_text())["config"]
     notes = [line for line in done.stderr.splitlines() if "sized" in line]
     return {"command": " ".join(command[3:]), "model": f"{config['cell']} {config['num_layers']}x"
             f"{config['hidden_size']}, dropout {config['dropout']}", "best_val_loss": min(p["val_loss"] for p in curve),
-            "steps": records[-1]["step"], "wall_seconds": round(wall, 1), "sizing_note": notes[0] if notes else None,
+            "steps": curve[-1]["step"], "wall_seconds": round(wall, 1), "sizing_note": notes[0] if notes else None,
             "curve": curve}
 
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAKESPEARE, emit, machine_facts  # noqa: E402
+from common import SHAKESPEARE, emit, machine_facts, val_loss_curve  # noqa: E402
 
 
 def main() -> None:
@@ -50,9 +50,7 @@ def main() -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"charlm train failed: {done.stderr.strip()}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [{"elapsed_seconds": r["elapsed_seconds"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
-             for r in records if "val_loss" in r]
+    curve = val_loss_curve(run_dir)
     best = min(curve, key=lambda point: point["val_loss"])
     within = {f"best_val_within_{m}m": min((p["val_loss"] for p in curve if p["elapsed_seconds"] <= m * 60 + 1),
                                              default=None) for m in (5, 30)}
