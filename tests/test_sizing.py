@@ -10,7 +10,8 @@ from charlm.cli import app
 from charlm.cli.inputs import sizes_to_corpus
 from charlm.config import build_config
 from charlm.tasks.lm import sizing
-from charlm.tasks.lm.sizing import HIDDEN_SIZES, choose_size, dropout_for, probe_rate
+from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, choose_size, probe_rate,
+                                    regularisation_strength)
 
 # Training characters/s of LSTM 2xH in bf16 on a 2-core CPU with AMX (bench/train_throughput.py).
 RATES = {128: 175_000, 256: 62_000, 384: 40_000, 512: 25_000, 768: 12_000, 1024: 7_000}
@@ -31,10 +32,13 @@ def _choose(train_chars, asked=None, **settings):
 def test_tiny_shakespeare_gets_a_larger_model_for_a_longer_budget():
     asked = []
     five = _choose(SHAKESPEARE_TRAIN, asked, time_budget="5m")
-    assert (five.hidden_size, five.num_layers, five.dropout) == (384, 2, 0.1)
+    assert (five.hidden_size, five.num_layers, five.weight_drop, five.locked_dropout) == (384, 2, 0.1, 0.1)
     assert asked == [128, 256, 384, 512]  # not past the first candidate that falls short
     thirty = _choose(SHAKESPEARE_TRAIN, time_budget="30m")
-    assert (thirty.hidden_size, thirty.dropout) == (512, 0.2)  # plain dropout; the preset has 512 with weight drop 0.2 + locked dropout 0.15 instead
+    # The 30-minute preset (configs/shakespeare-30m.toml), which beat plain dropout there.
+    assert thirty.settings() == {"hidden_size": 512, "num_layers": 2, "dropout": 0.0, "weight_drop": 0.2,
+                                 "locked_dropout": 0.15}
+    assert "sized lstm 2x512, weight drop 0.2, locked dropout 0.15 (3.3" in thirty.message()
     assert "1M training characters and 12M to train on" in five.message()
     assert "at 40k characters/s measured here" in five.message()
 
@@ -51,14 +55,22 @@ def test_steps_or_epochs_bound_the_run_without_measuring_speed():
     sizing = _choose(50_000_000, asked, time_budget="none", max_steps=5_000)  # 20.5M characters
     assert asked == [] and sizing.hidden_size == 512
     sizing = _choose(50_000_000, asked, time_budget="none", epochs=1)
-    assert asked == [] and sizing.hidden_size == 768 and sizing.dropout == 0.0  # one pass: nothing to memorise
+    # One pass: nothing to memorise, so nothing regularised.
+    assert asked == [] and sizing.hidden_size == 768 and (sizing.weight_drop, sizing.locked_dropout) == (0, 0)
+    assert "768, no dropout (" in sizing.message()
 
 
-def test_dropout_grows_with_parameters_per_training_character():
-    assert dropout_for(1_000_000, 1_000_000, passes=10) == 0.0
-    assert dropout_for(4_000_000, 1_000_000, passes=10) == 0.25
-    assert dropout_for(100_000_000, 1_000_000, passes=10) == 0.5
-    assert dropout_for(4_000_000, 1_000_000, passes=1.5) == 0.0
+def test_regularisation_grows_with_parameters_per_training_character():
+    assert regularisation_strength(1_000_000, 1_000_000, passes=10) == 0.0
+    assert regularisation_strength(4_000_000, 1_000_000, passes=10) == 0.25
+    assert regularisation_strength(100_000_000, 1_000_000, passes=10) == 0.5
+    assert regularisation_strength(4_000_000, 1_000_000, passes=1.5) == 0.0
+
+
+@pytest.mark.parametrize("strength, expected", [(0.0, (0.0, 0.0)), (0.05, (0.05, 0.05)), (0.1, (0.1, 0.1)),
+                                                (0.2, (0.2, 0.15)), (0.25, (0.25, 0.2)), (0.5, (0.5, 0.4))])
+def test_awd_regularisation_keeps_locked_dropout_at_three_quarters_of_weight_drop(strength, expected):
+    assert awd_regularisation(strength) == expected
 
 
 def test_the_probe_measures_a_real_training_step():
@@ -83,14 +95,25 @@ def _train(*argv):
 def test_train_says_what_it_sized_and_records_it(corpus, monkeypatch):
     result = _train("--out", "run")
     [note] = [line for line in result.stderr.splitlines() if "sized" in line]
-    assert note.startswith("charlm: note: sized lstm 2x128, dropout 0 (") and "--hidden-size" in note
+    assert note.startswith("charlm: note: sized lstm 2x128, ") and "--hidden-size" in note
     config = json.loads((corpus / "run" / "last.json").read_text())["config"]
     assert (config["hidden_size"], config["num_layers"], config["dropout"]) == (128, 2, 0.0)
+    assert "2x128, no dropout (" in note  # 2 steps read the text less than once: nothing to memorise
     # A resumed run keeps the size it has: sizing is not even asked.
     monkeypatch.setattr(sizing, "size_for_corpus", lambda *args: pytest.fail("a resumed run was sized"))
     resumed = CliRunner().invoke(app, ["train", "--resume", "--out", "run", "--max-steps", "3"])
     assert resumed.exit_code == 0 and "sized" not in resumed.stderr, resumed.output
     assert json.loads((corpus / "run" / "last.json").read_text())["config"]["hidden_size"] == 128
+
+
+def test_a_text_read_again_and_again_gets_awd_regularisation(corpus):
+    result = CliRunner().invoke(app, ["train", "fox.txt", "--epochs", "2", "--seq-len", "16", "--batch-size", "4",
+                                      "--sample-length", "0", "--device", "cpu", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    # 4,050 training characters for 0.24M parameters, read twice: the strongest regularisation.
+    assert "sized lstm 2x128, weight drop 0.5, locked dropout 0.4 (" in result.stderr
+    config = json.loads((corpus / "run" / "last.json").read_text())["config"]
+    assert (config["dropout"], config["weight_drop"], config["locked_dropout"]) == (0.0, 0.5, 0.4)
 
 
 @pytest.mark.parametrize("given, expected", [

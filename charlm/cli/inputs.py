@@ -59,7 +59,7 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
               recorded: dict | None, quiet: bool = False, size_model: bool = False):
     """The task the config asks for, over the data the arguments name (or, resuming, the run's own data).
 
-    size_model: an lm run's hidden size, layers and dropout are chosen from its corpus and bounds (sizing.py).
+    size_model: an lm run's hidden size, layers and regularisation are chosen from its corpus and bounds (sizing.py).
     """
     if config.task in ("lines", "classify"):
         if include:  # it would be ignored: a folder of records is read whole
@@ -98,7 +98,7 @@ def open_task(config: TrainConfig, arguments: list[str], include: list[str] | No
 
         train_chars = len(corpus.splits(config.val_frac)["train"])
         sizing = size_for_corpus(config, corpus.vocab.size, train_chars)
-        config = config.replace(hidden_size=sizing.hidden_size, num_layers=sizing.num_layers, dropout=sizing.dropout)
+        config = config.replace(**sizing.settings())
     task = LanguageModelTask(corpus, config)
     task.sizing = sizing  # said once the run has started (a refused run directory says only that)
     return task

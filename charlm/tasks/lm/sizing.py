@@ -15,10 +15,15 @@ times the speed of each candidate on this machine, or its steps or epochs).
   al. 2023, "Scaling Data-Constrained Language Models"): at most
   `USEFUL_PASSES` passes over the training text count.
 
-The largest candidate that meets both is chosen; dropout grows with the
-parameters per training character (none at one per character, 0.25 at four,
-as that preset used). It is plain dropout: AWD-LSTM's weight drop and locked
-dropout, which the 30-minute preset now uses, are not chosen here yet.
+The largest candidate that meets both is chosen. Its regularisation grows
+with the parameters per training character (none at one per character,
+strength 0.25 at four) and is AWD-LSTM's: weight drop of that strength on
+the hidden-to-hidden matrices and locked dropout of three quarters of it,
+no plain dropout. On Tiny Shakespeare for 30 minutes (LSTM 512x2, strength
+0.2) that is the 30-minute preset, which reached 1.4014 nats/char still
+falling where plain dropout 0.25 turned back up at 1.4323
+(bench/results/time_to_quality_30m_awd.json, _30m.json), and beat weight
+drop 0.3 / locked 0.2 and 0.15 / 0.1 (_30m_awd_stronger.json, _weaker.json).
 bench/sizing.py checks the choice against the fixed defaults on three corpora.
 
 Speeds come from a short probe of each candidate: a few training steps on
@@ -44,8 +49,8 @@ HIDDEN_SIZES = (128, 256, 384, 512, 768, 1024)
 NUM_LAYERS = 2
 CHARS_PER_PARAMETER = 4
 USEFUL_PASSES = 16
-# A preset or flag that sets any of these leaves the size to the user: the first three are what sizing
-# chooses, and a run regularised by hand (AWD-LSTM's dropouts) has chosen its own.
+# A preset or flag that sets any of these leaves the size to the user: the first five are what sizing
+# chooses (dropout off), and a run with embedding dropout has been regularised by hand.
 SIZE_KEYS = ("hidden_size", "num_layers", "dropout", "weight_drop", "locked_dropout", "embedding_dropout")
 _PROBE_WARMUP, _PROBE_STEPS = 2, 3
 
@@ -55,14 +60,22 @@ class Sizing:
     cell: str
     hidden_size: int
     num_layers: int
-    dropout: float
+    weight_drop: float
+    locked_dropout: float
     parameters: int
     reason: str
 
+    def settings(self) -> dict:
+        """The config values chosen (plain dropout off: locked dropout takes its place)."""
+        return {"hidden_size": self.hidden_size, "num_layers": self.num_layers, "dropout": 0.0,
+                "weight_drop": self.weight_drop, "locked_dropout": self.locked_dropout}
+
     def message(self) -> str:
-        return (f"sized {self.cell} {self.num_layers}x{self.hidden_size}, dropout {self.dropout:g} "
+        regularised = (f"weight drop {self.weight_drop:g}, locked dropout {self.locked_dropout:g}"
+                       if self.weight_drop or self.locked_dropout else "no dropout")
+        return (f"sized {self.cell} {self.num_layers}x{self.hidden_size}, {regularised} "
                 f"({self.parameters / 1e6:.2f}M parameters) for {self.reason}; set --hidden-size, --num-layers "
-                "or --dropout (or a preset) to choose yourself")
+                "or a regulariser (or a preset) to choose yourself")
 
 
 def candidate_spec(config: TrainConfig, vocab_size: int, hidden_size: int) -> ModelSpec:
@@ -76,12 +89,21 @@ def parameter_count(config: TrainConfig, vocab_size: int, hidden_size: int) -> i
     return sum(p.numel() for p in model.parameters())
 
 
-def dropout_for(parameters: int, train_chars: int, passes: float) -> float:
-    """Dropout from parameters per training character: 0 at one (or below), 0.25 at four, at most 0.5."""
+def regularisation_strength(parameters: int, train_chars: int, passes: float) -> float:
+    """From parameters per training character: 0 at one (or below), 0.25 at four, at most 0.5."""
     if passes < 2:
         return 0.0  # a text read about once cannot be memorised
     ratio = parameters / max(train_chars, 1)
-    return round(min(0.5, max(0.0, 0.125 * math.log2(ratio))) * 20) / 20  # to the nearest 0.05
+    return _nearest_twentieth(min(0.5, max(0.0, 0.125 * math.log2(ratio))))
+
+
+def awd_regularisation(strength: float) -> tuple[float, float]:
+    """(weight drop, locked dropout) of a strength: the 30-minute preset's 0.2 and 0.15 at 0.2."""
+    return strength, _nearest_twentieth(0.75 * strength)
+
+
+def _nearest_twentieth(value: float) -> float:
+    return math.floor(value * 20 + 0.5) / 20  # half up: round() would send 0.075 to 0.1 but 0.025 to 0.0
 
 
 def choose_size(config: TrainConfig, vocab_size: int, train_chars: int, chars_per_step: int,
@@ -120,7 +142,8 @@ def choose_size(config: TrainConfig, vocab_size: int, train_chars: int, chars_pe
         speed = f" at {_count(rate)} characters/s measured here" if rate is not None else ""
         reason = (f"{_count(train_chars)} training characters and {_count(trained)} to train on in the run's "
                   f"bounds{speed} ({passes:.2g} passes, {useful / parameters:.2g} useful characters per parameter)")
-    return Sizing(config.cell, hidden, NUM_LAYERS, dropout_for(parameters, train_chars, passes), parameters, reason)
+    weight_drop, locked_dropout = awd_regularisation(regularisation_strength(parameters, train_chars, passes))
+    return Sizing(config.cell, hidden, NUM_LAYERS, weight_drop, locked_dropout, parameters, reason)
 
 
 def _count(number: float) -> str:
