@@ -58,6 +58,23 @@ def run(corpus: Path | None, extra: list[str], budget: str, eval_every: int | No
             "curve": curve}
 
 
+def fixed_runs_from(paths: list[str], budget: str, eval_every: int | None) -> dict[str, dict]:
+    """Corpus -> its fixed-defaults run, from earlier outputs of this bench (a later file's run replaces an
+    earlier one's). A sized run that chose the fixed model counts as one."""
+    runs = {}
+    for path in paths:
+        earlier = json.loads(Path(path).read_text())
+        if (earlier["time_budget"], earlier.get("eval_every")) != (budget, eval_every):
+            sys.exit(f"{path} ran {earlier['time_budget']} each with --eval-every {earlier.get('eval_every')}, "
+                     f"not {budget} with {eval_every}")
+        for name, entry in earlier["results"].items():
+            if isinstance(entry.get("fixed_defaults"), dict):
+                runs[name] = entry["fixed_defaults"]
+            elif entry.get("sized", {}).get("model") == FIXED_MODEL:
+                runs[name] = entry["sized"]
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-budget", default="3m", help="each run's budget (charlm's default: 3m)")
@@ -70,12 +87,9 @@ def main() -> None:
                              "later file's corpus replaces an earlier one's)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
-    earlier = None  # corpus -> its fixed run, from --fixed-from
-    for path in args.fixed_from or []:
-        fixed_runs = json.loads(Path(path).read_text())
-        if fixed_runs["time_budget"] != args.time_budget:
-            sys.exit(f"{path} ran {fixed_runs['time_budget']} each, not {args.time_budget}")
-        earlier = {**(earlier or {}), **fixed_runs["results"]}  # a later file's corpus replaces an earlier one's
+    if args.fixed_from and args.side != "sized":
+        parser.error("--fixed-from goes with --side sized")
+    earlier = fixed_runs_from(args.fixed_from, args.time_budget, args.eval_every) if args.fixed_from else None
     missing = [name for name in args.corpora.split(",") if earlier is not None and name not in earlier]
     if missing:  # before any run, not after the first's minutes
         sys.exit(f"no fixed run of {', '.join(missing)} in {', '.join(args.fixed_from)}")
@@ -96,14 +110,13 @@ def main() -> None:
             results[name] = {"sized": sized}
             print(f"{name}: sized {sized['model']} {sized['best_val_loss']:.4f}", file=sys.stderr)
             continue
-        fixed = earlier[name]["fixed_defaults"] if earlier is not None else None
-        if not isinstance(fixed, dict):  # not run before (or sizing chose the fixed model there)
-            fixed = run(CORPORA[name], FIXED, args.time_budget, args.eval_every)
+        fixed = earlier[name] if earlier is not None else run(CORPORA[name], FIXED, args.time_budget, args.eval_every)
         results[name] = {"fixed_defaults": fixed, "sized": sized,
                          "sized_minus_fixed": round(sized["best_val_loss"] - fixed["best_val_loss"], 4)}
         print(f"{name}: fixed {fixed['model']} {fixed['best_val_loss']:.4f}, sized {sized['model']} "
               f"{sized['best_val_loss']:.4f}", file=sys.stderr)
     emit({"benchmark": "sizing", "machine": machine_facts(), "time_budget": args.time_budget,
+          "eval_every": args.eval_every,
           **({"fixed_runs_from": args.fixed_from} if earlier is not None else {}),
           "split": "charlm's default (contiguous, last 10% validation)", "results": results}, args.out)
 

@@ -158,7 +158,7 @@ class TrainConfig:
         parse_duration(self.dist_timeout, what="dist_timeout")
         if self.dropout > 0 and self.locked_dropout > 0:
             raise ConfigError("dropout and locked_dropout both drop the same activations (per step and per "
-                              "sequence); use one of them")
+                              "sequence); use one of them and set the other to 0")
         if self.task == "seq2seq" and self.hidden_size % 2:
             raise ConfigError(f"{_label('hidden_size')} must be even for --task seq2seq (its encoder has half of it "
                               f"per direction), got {self.hidden_size}")

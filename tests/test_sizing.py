@@ -76,6 +76,21 @@ def test_awd_regularisation_keeps_locked_dropout_at_three_quarters_of_weight_dro
 def test_the_probe_measures_a_real_training_step():
     config = build_config({"batch_size": 4, "seq_len": 16, "embedding_size": 8})
     assert probe_rate(config, 20, 128, torch.device("cpu"), None) > 0
+    assert probe_rate(config, 20, 128, torch.device("cpu"), None, regularised=True) > 0
+
+
+def test_a_candidate_that_will_be_regularised_is_probed_with_its_masks(monkeypatch):
+    probed = {}
+
+    def probe_rate(config, vocab_size, hidden, device, amp_dtype, regularised):
+        probed[hidden] = regularised
+        return RATES[hidden]
+
+    monkeypatch.setattr(sizing, "probe_rate", probe_rate)
+    sizing.size_for_corpus(build_config({"time_budget": "30m", "device": "cpu"}), 65, SHAKESPEARE_TRAIN)
+    # 2x128 (0.24M parameters) and 2x256 (0.83M) are smaller than the text; 2x384 (1.9M) is not
+    # (and 2x768 is not probed: 16 passes could never give it 4 characters per parameter).
+    assert probed == {128: False, 256: False, 384: True, 512: True}
 
 
 @pytest.fixture
@@ -119,7 +134,7 @@ def test_a_text_read_again_and_again_gets_awd_regularisation(corpus):
 @pytest.mark.parametrize("given, expected", [
     (["--hidden-size", "32"], (32, 2, 0.0)), (["--num-layers", "1"], (256, 1, 0.0)),
     (["--dropout", "0.1"], (256, 2, 0.1)), (["--config", "preset.toml"], (48, 2, 0.0)),
-    (["--locked-dropout", "0.3"], (256, 2, 0.0))])  # a hand-regularised run has chosen (and dropout would clash)
+    (["--locked-dropout", "0.3"], (256, 2, 0.0)), (["--weight-drop", "0.2"], (256, 2, 0.0))])  # regularised by hand
 def test_a_size_given_by_flag_or_preset_is_never_overridden(corpus, given, expected):
     (corpus / "preset.toml").write_text("hidden_size = 48\n")
     result = _train("--out", "run", *given)
