@@ -10,8 +10,8 @@ from charlm.cli import app
 from charlm.cli.inputs import sizes_to_corpus
 from charlm.config import build_config
 from charlm.tasks.lm import sizing
-from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, choose_size, probe_rate,
-                                    regularisation_strength)
+from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, chars_per_parameter_needed, choose_size,
+                                    probe_rate, regularisation_strength)
 
 # Training characters/s of LSTM 2xH in bf16 on a 2-core CPU with AMX (bench/train_throughput.py).
 RATES = {128: 175_000, 256: 62_000, 384: 40_000, 512: 25_000, 768: 12_000, 1024: 7_000}
@@ -52,12 +52,26 @@ def test_a_small_corpus_gets_the_smallest_model_without_a_probe():
 
 def test_steps_or_epochs_bound_the_run_without_measuring_speed():
     asked = []
-    sizing = _choose(50_000_000, asked, time_budget="none", max_steps=5_000)  # 20.5M characters
-    assert asked == [] and sizing.hidden_size == 512
-    sizing = _choose(50_000_000, asked, time_budget="none", epochs=1)
+    # 20.5M characters, less than half a pass: Chinchilla's 20 per parameter allow 1M parameters.
+    sizing = _choose(50_000_000, asked, time_budget="none", max_steps=5_000)
+    assert asked == [] and sizing.hidden_size == 256
+    sizing = _choose(50_000_000, asked, time_budget="none", epochs=1)  # 50M: 2.5M parameters
     # One pass: nothing to memorise, so nothing regularised.
-    assert asked == [] and sizing.hidden_size == 768 and (sizing.weight_drop, sizing.locked_dropout) == (0, 0)
-    assert "768, no dropout (" in sizing.message()
+    assert asked == [] and sizing.hidden_size == 384 and (sizing.weight_drop, sizing.locked_dropout) == (0, 0)
+    assert "384, no dropout (" in sizing.message()
+
+
+def test_a_text_read_a_few_times_wants_more_characters_per_parameter():
+    assert [chars_per_parameter_needed(passes) for passes in (0.5, 1, 2, 4, 5, 16)] == [20, 20, 10, 5, 4, 4]
+    # The Python corpus for 10 minutes in fp32 on a 2-core CPU without AMX (bench/results/sizing_10m.json):
+    # 2x384 would read it 2.9 times at 5.4 characters per parameter, and lost to 2x256 (5.6 passes, 24).
+    fp32 = {128: 92_000, 256: 34_000, 384: 17_700, 512: 9_800}
+    config = build_config({"time_budget": "10m"})
+    python = choose_size(config, 100, 3_610_000, config.seq_len * config.batch_size, fp32.__getitem__)
+    assert python.hidden_size == 256
+    # Tiny Shakespeare, read 10 times by 2x384 in the same minutes, keeps it (it won there: 1.4456 to 1.4739).
+    shakespeare = choose_size(config, 65, SHAKESPEARE_TRAIN, config.seq_len * config.batch_size, fp32.__getitem__)
+    assert (shakespeare.hidden_size, shakespeare.weight_drop, shakespeare.locked_dropout) == (384, 0.1, 0.1)
 
 
 def test_regularisation_grows_with_parameters_per_training_character():

@@ -5,12 +5,14 @@ depends on two things charlm knows before the first step: how much text
 there is, and how many characters the run will get through (its time budget
 times the speed of each candidate on this machine, or its steps or epochs).
 
-- Compute: a model should see enough characters per parameter.
-  `CHARS_PER_PARAMETER` = 4 is where the plain-dropout Tiny Shakespeare
-  preset of before stood at its best (LSTM 512x2 with dropout 0.25, 1.4323
-  nats/char after 12.8M characters: 3.9 per parameter;
-  bench/results/time_to_quality_30m.json); Chinchilla's
-  20 tokens per parameter is for models that read fresh text once.
+- Compute: a model should see enough characters per parameter, and more
+  the fewer times it reads its text (chars_per_parameter_needed). For a
+  text read 5 times or more, `CHARS_PER_PARAMETER` = 4: where the
+  plain-dropout Tiny Shakespeare preset of before stood at its best (LSTM
+  512x2 with dropout 0.25, 1.4323 nats/char after 12.8M characters: 3.9 per
+  parameter; bench/results/time_to_quality_30m.json). For a text read once,
+  Chinchilla's 20 tokens per parameter (`FRESH_CHARS_PER_PARAMETER`), and
+  20 / passes in between.
 - Data: characters seen again are worth less than new ones (Muennighoff et
   al. 2023, "Scaling Data-Constrained Language Models"): at most
   `USEFUL_PASSES` passes over the training text count.
@@ -50,6 +52,7 @@ from charlm.tasks.lm.model import CharRNN, ModelSpec
 HIDDEN_SIZES = (128, 256, 384, 512, 768, 1024)
 NUM_LAYERS = 2
 CHARS_PER_PARAMETER = 4
+FRESH_CHARS_PER_PARAMETER = 20  # Chinchilla's tokens per parameter, for text read once
 USEFUL_PASSES = 16
 # A preset or flag that sets any of these leaves the size to the user: the first five are what sizing
 # chooses (dropout off), and a run with embedding dropout has been regularised by hand.
@@ -96,6 +99,17 @@ def parameter_count(config: TrainConfig, vocab_size: int, hidden_size: int) -> i
     return sum(p.numel() for p in model.parameters())
 
 
+def chars_per_parameter_needed(passes: float) -> float:
+    """4 for a text read 5 times or more, rising to Chinchilla's 20 for one read once or less.
+
+    A run that reads its text many times is bounded by the text: a larger model, regularised, still gains
+    on a smaller one that has stopped learning. One that reads it a few times is bounded by compute, where a
+    smaller model that gets through more characters wins: on the Python corpus in 10 minutes LSTM 2x384 at
+    5.4 characters per parameter (2.9 passes) lost to 2x256 at 12.5 (bench/results/sizing_10m.json).
+    """
+    return max(CHARS_PER_PARAMETER, min(FRESH_CHARS_PER_PARAMETER, FRESH_CHARS_PER_PARAMETER / max(passes, 1e-9)))
+
+
 def regularisation_strength(parameters: int, train_chars: int, passes: float) -> float:
     """From parameters per training character: 0 at one (or below), 0.25 at four, at most 0.5."""
     if passes < 2:
@@ -128,12 +142,14 @@ def choose_size(config: TrainConfig, vocab_size: int, train_chars: int, chars_pe
     chosen = None
     for hidden in HIDDEN_SIZES:
         parameters = parameter_count(config, vocab_size, hidden)
-        needed = CHARS_PER_PARAMETER * parameters
+        needed = CHARS_PER_PARAMETER * parameters  # the least any run needs: whether a probe could pay
         probe = budget is not None and min([*counted, repeat_limit]) >= needed  # else it cannot fit anyway
         rate = rate_of(hidden) if probe else None
         bounds = counted + ([rate * budget] if rate is not None else [])
         trained = min(bounds) if bounds else None  # None: only a time budget, at a speed not measured
         useful = min(trained if trained is not None else math.inf, repeat_limit)
+        if trained is not None:
+            needed = chars_per_parameter_needed(trained / max(train_chars, 1)) * parameters
         if useful < needed and chosen is not None:
             break
         chosen = (hidden, parameters, trained, useful, rate)
