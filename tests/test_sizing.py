@@ -10,8 +10,8 @@ from charlm.cli import app
 from charlm.cli.inputs import sizes_to_corpus
 from charlm.config import build_config
 from charlm.tasks.lm import sizing
-from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, chars_per_parameter_needed, choose_size,
-                                    probe_rate, regularisation_strength)
+from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, candidate_spec, chars_per_parameter_needed,
+                                    choose_size, probe_rate, regularisation_strength)
 
 # Training characters/s of LSTM 2xH in bf16 on a 2-core CPU with AMX (bench/train_throughput.py).
 RATES = {128: 175_000, 256: 62_000, 384: 40_000, 512: 25_000, 768: 12_000, 1024: 7_000}
@@ -64,7 +64,7 @@ def test_steps_or_epochs_bound_the_run_without_measuring_speed():
 def test_a_text_read_a_few_times_wants_more_characters_per_parameter():
     assert [chars_per_parameter_needed(passes) for passes in (0.5, 1, 2, 4, 5, 16)] == [20, 20, 10, 5, 4, 4]
     # The Python corpus for 10 minutes in fp32 on a 2-core CPU without AMX (bench/results/sizing_10m.json):
-    # 2x384 would read it 2.9 times at 5.4 characters per parameter, and lost to 2x256 (5.6 passes, 24).
+    # 2x384 would read it 2.9 times at 5.4 characters per parameter, and lost to 2x256 (5.7 passes, 23).
     fp32 = {128: 92_000, 256: 34_000, 384: 17_700, 512: 9_800}
     config = build_config({"time_budget": "10m"})
     python = choose_size(config, 100, 3_610_000, config.seq_len * config.batch_size, fp32.__getitem__)
@@ -82,7 +82,9 @@ def test_regularisation_grows_with_parameters_per_training_character():
 
 
 @pytest.mark.parametrize("strength, expected", [(0.0, (0.0, 0.0)), (0.05, (0.05, 0.05)), (0.1, (0.1, 0.1)),
-                                                (0.2, (0.2, 0.15)), (0.25, (0.25, 0.2)), (0.5, (0.5, 0.4))])
+                                                (0.2, (0.2, 0.15)), (0.25, (0.25, 0.2)),
+                                                (0.3, (0.3, 0.25)),  # 0.225 half up (round() gives 0.2)
+                                                (0.5, (0.5, 0.4))])
 def test_awd_regularisation_keeps_locked_dropout_at_three_quarters_of_weight_drop(strength, expected):
     assert awd_regularisation(strength) == expected
 
@@ -91,6 +93,8 @@ def test_the_probe_measures_a_real_training_step():
     config = build_config({"batch_size": 4, "seq_len": 16, "embedding_size": 8})
     assert probe_rate(config, 20, 128, torch.device("cpu"), None) > 0
     assert probe_rate(config, 20, 128, torch.device("cpu"), None, regularised=True) > 0
+    masked = candidate_spec(config, 20, 128, regularised=True)
+    assert masked.weight_drop > 0 and masked.locked_dropout > 0 and not candidate_spec(config, 20, 128).regularised
 
 
 def test_a_candidate_that_will_be_regularised_is_probed_with_its_masks(monkeypatch):
@@ -102,7 +106,7 @@ def test_a_candidate_that_will_be_regularised_is_probed_with_its_masks(monkeypat
 
     monkeypatch.setattr(sizing, "probe_rate", probe_rate)
     sizing.size_for_corpus(build_config({"time_budget": "30m", "device": "cpu"}), 65, SHAKESPEARE_TRAIN)
-    # 2x128 (0.24M parameters) and 2x256 (0.83M) are smaller than the text; 2x384 (1.9M) is not
+    # 2x128 (0.24M parameters) and 2x256 (0.88M) are smaller than the text; 2x384 (1.9M) is not
     # (and 2x768 is not probed: 16 passes could never give it 4 characters per parameter).
     assert probed == {128: False, 256: False, 384: True, 512: True}
 

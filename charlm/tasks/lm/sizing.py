@@ -105,7 +105,7 @@ def chars_per_parameter_needed(passes: float) -> float:
     A run that reads its text many times is bounded by the text: a larger model, regularised, still gains
     on a smaller one that has stopped learning. One that reads it a few times is bounded by compute, where a
     smaller model that gets through more characters wins: on the Python corpus in 10 minutes LSTM 2x384 at
-    5.4 characters per parameter (2.9 passes) lost to 2x256 at 12.5 (bench/results/sizing_10m.json).
+    5.4 characters per parameter (2.9 passes) lost to 2x256 at 21 (bench/results/sizing_10m.json).
     """
     return max(CHARS_PER_PARAMETER, min(FRESH_CHARS_PER_PARAMETER, FRESH_CHARS_PER_PARAMETER / max(passes, 1e-9)))
 
@@ -186,9 +186,10 @@ def size_for_corpus(config: TrainConfig, vocab_size: int, train_chars: int) -> S
     started = time.perf_counter()
 
     def rate_of(hidden: int) -> float:
-        # Regularised exactly when it has more parameters than training characters (and reads them twice or
-        # more, as any run worth probing for does): see regularisation_strength.
-        regularised = parameter_count(config, vocab_size, hidden) > train_chars
+        # Whether it will be regularised, supposing it reads its text twice or more (as any run worth probing
+        # for does): then only its parameters per training character decide.
+        regularised = regularisation_strength(parameter_count(config, vocab_size, hidden), train_chars,
+                                              USEFUL_PASSES) > 0
         return probe_rate(config, vocab_size, hidden, device, amp_dtype, regularised)
 
     sizing = choose_size(config, vocab_size, train_chars, config.seq_len * config.batch_size, rate_of)
