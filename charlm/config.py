@@ -43,6 +43,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "seq2seq": SEQ2SEQ_DEFAULTS,
 }
 UNSET_WORDS = ("", "none")  # what clears a bound, in a preset or on the command line
+# What a new lm run picks from its corpus and bounds when no size or regulariser is given (tasks/lm/sizing.py).
+SIZED_FOR_LM = ("hidden_size", "num_layers", "weight_drop", "locked_dropout")
 # The numpy engine runs on the CPU in its own dtype: "auto" there means the CPU, without autocast.
 ENGINE_AUTO: dict[str, dict[str, str]] = {"numpy": {"device": "cpu", "precision": "fp32"}}
 
@@ -243,7 +245,8 @@ def config_default_text(name: str) -> str:
     value = TrainConfig.__dataclass_fields__[name].default
     if value is None:
         return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f"sized to the corpus (lm), else {text}" if name in SIZED_FOR_LM else text
 
 
 _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from charlm.cli import app
 from charlm.cli.inputs import sizes_to_corpus
-from charlm.config import build_config
+from charlm.config import SIZED_FOR_LM, build_config, config_default_text
 from charlm.tasks.lm import sizing
 from charlm.tasks.lm.sizing import (HIDDEN_SIZES, awd_regularisation, candidate_spec, chars_per_parameter_needed,
                                     choose_size, probe_rate, regularisation_strength)
@@ -171,3 +171,10 @@ def test_a_size_given_by_flag_or_preset_is_never_overridden(corpus, given, expec
 def test_sizing_applies_to_new_single_process_lm_runs_only(task, given, resume, world_size, engine, sized):
     config = build_config({"task": task, "engine": engine})
     assert sizes_to_corpus(config, given, resume, world_size) is sized
+
+
+def test_help_says_which_defaults_are_sized():
+    assert config_default_text("hidden_size") == "sized to the corpus (lm), else 256"
+    assert config_default_text("weight_drop") == "sized to the corpus (lm), else 0.0"
+    assert config_default_text("embedding_size") == "64"
+    assert set(sizing.Sizing("lstm", 128, 2, 0.1, 0.1, 1, "").settings()) == {*SIZED_FOR_LM, "dropout"}

@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from charlm.config import TrainConfig
+from charlm.config import SIZED_FOR_LM, TrainConfig
 from charlm.engine.step import make_optimizer
 from charlm.tasks.lm.model import CharRNN, ModelSpec
 
@@ -54,9 +54,9 @@ NUM_LAYERS = 2
 CHARS_PER_PARAMETER = 4
 FRESH_CHARS_PER_PARAMETER = 20  # Chinchilla's tokens per parameter, for text read once
 USEFUL_PASSES = 16
-# A preset or flag that sets any of these leaves the size to the user: the first five are what sizing
-# chooses (dropout off), and a run with embedding dropout has been regularised by hand.
-SIZE_KEYS = ("hidden_size", "num_layers", "dropout", "weight_drop", "locked_dropout", "embedding_dropout")
+# A preset or flag that sets any of these leaves the size to the user: what sizing chooses, plain dropout
+# (which it turns off), and embedding dropout (a run with it has been regularised by hand).
+SIZE_KEYS = (*SIZED_FOR_LM, "dropout", "embedding_dropout")
 _PROBE_WARMUP, _PROBE_STEPS = 2, 3
 _PROBE_MASK_RATE = 0.1
 
