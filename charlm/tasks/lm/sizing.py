@@ -148,20 +148,18 @@ def choose_size(config: TrainConfig, vocab_size: int, train_chars: int, chars_pe
         bounds = counted + ([rate * budget] if rate is not None else [])
         trained = min(bounds) if bounds else None  # None: only a time budget, at a speed not measured
         useful = min(trained if trained is not None else math.inf, repeat_limit)
-        if trained is not None:
-            needed = chars_per_parameter_needed(trained / max(train_chars, 1)) * parameters
+        passes = trained / max(train_chars, 1) if trained is not None else float(USEFUL_PASSES)
+        needed = chars_per_parameter_needed(passes) * parameters
         if useful < needed and chosen is not None:
             break
-        chosen = (hidden, parameters, trained, useful, rate)
+        chosen = (hidden, parameters, trained, useful, rate, passes)
         if useful < needed:
             break  # even the smallest falls short: take it
-    hidden, parameters, trained, useful, rate = chosen
+    hidden, parameters, trained, useful, rate, passes = chosen
     if trained is None:
         reason = (f"{_count(train_chars)} training characters, too few for a larger model "
                   f"({USEFUL_PASSES} passes are {useful / parameters:.1f} characters per parameter)")
-        passes = float(USEFUL_PASSES)
     else:
-        passes = trained / max(train_chars, 1)
         speed = f" at {_count(rate)} characters/s measured here" if rate is not None else ""
         reason = (f"{_count(train_chars)} training characters and {_count(trained)} to train on in the run's "
                   f"bounds{speed} ({passes:.2g} passes, {useful / parameters:.2g} useful characters per parameter)")
