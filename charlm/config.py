@@ -124,6 +124,9 @@ class TrainConfig:
                            choices=SCHEDULES)
     warmup_steps: int = _field(100, "steps of linear learning-rate warmup", min=0)
     min_lr_ratio: float = _field(0.1, "floor of the decay, as a fraction of lr", min=0.0, max=1.0)
+    ema_decay: float = _field(0.0, "evaluate, select and save an exponential moving average of the weights "
+                                   "with this decay per step (e.g. 0.999); training goes on from the weights "
+                                   "themselves; 0 for none", min=0.0, below=1.0)
     max_nonfinite_steps: int = _field(20, "stop after this many NaN/inf steps in a row (each is skipped)", min=1)
     # bounds: training stops at whichever comes first
     max_steps: int | None = _field(None, "stop after this many optimiser steps; none to unset", min=1)
@@ -190,6 +193,8 @@ class TrainConfig:
             if getattr(self, name):
                 raise ConfigError(f"--engine numpy has no {_label(name)} (it implements plain dropout only); "
                                   "leave it out, or use --engine torch")
+        if self.ema_decay:
+            raise ConfigError(f"--engine numpy has no {_label('ema_decay')}; leave it out, or use --engine torch")
 
     @property
     def time_budget_seconds(self) -> float | None:

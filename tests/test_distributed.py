@@ -51,7 +51,8 @@ def _metrics(run_dir, key):
 @pytest.mark.slow
 def test_two_gloo_processes_train_the_weights_of_one_process_with_the_same_global_batch(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
-    steps = ["--max-steps", "20", "--eval-every", "10"]
+    # With a moving average of the weights: the weights files hold the average, the state files the weights.
+    steps = ["--max-steps", "20", "--eval-every", "10", "--ema-decay", "0.9"]
     ddp = _torchrun(tmp_path, 2, "corpus.txt", "--out", "ddp", "--batch-size", "4", *FLAGS, *steps)
     single = _charlm(tmp_path, "corpus.txt", "--out", "single", "--batch-size", "8", *FLAGS, *steps)
     assert single.returncode == 0, single.stderr
@@ -59,8 +60,12 @@ def test_two_gloo_processes_train_the_weights_of_one_process_with_the_same_globa
     got, record = _last(tmp_path / "ddp")
     expected, expected_record = _last(tmp_path / "single")
     assert record["step"] == expected_record["step"] == 20
+    got_live, expected_live = (read_tensors(tmp_path / run / record["state"]) for run, record in
+                               (("ddp", record), ("single", expected_record)))
     for name in expected:  # the same sums, added in another order: equal to fp32 rounding
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+        live = f"training_weights.{name}"
+        torch.testing.assert_close(got_live[live], expected_live[live], rtol=1e-4, atol=1e-5, msg=live)
     assert record["val_loss"] == pytest.approx(expected_record["val_loss"], abs=1e-5)  # sharded evaluation
     assert _metrics(tmp_path / "ddp", "train_loss") == pytest.approx(_metrics(tmp_path / "single", "train_loss"),
                                                                      abs=1e-5)

@@ -24,6 +24,9 @@ def test_the_estimate_counts_a_huge_model_without_allocating_it(text_file, tiny_
     H, E, V = 100_000, 16, task.vocab.size
     by_hand = V * E + 4 * H * (E + H) + 8 * H + 4 * H * (2 * H) + 8 * H + H * V + V
     assert need.parameters == by_hand and need.parameter_bytes == BYTES_PER_PARAMETER * by_hand
+    averaged = estimate(_task(text_file, tiny_config.replace(hidden_size=100_000, num_layers=2, ema_decay=0.999)),
+                        SINGLE, None)
+    assert averaged.parameter_bytes == (BYTES_PER_PARAMETER + 4) * by_hand  # the average: one fp32 copy more
 
 
 def test_a_run_that_cannot_fit_is_refused_with_the_estimate_and_what_to_lower(text_file, tiny_config):

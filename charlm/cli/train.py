@@ -86,6 +86,7 @@ def train(
     schedule: Optional[str] = _opt("schedule"),
     warmup_steps: Optional[int] = _opt("warmup_steps"),
     min_lr_ratio: Optional[float] = _opt("min_lr_ratio"),
+    ema_decay: Optional[float] = _opt("ema_decay"),
     max_nonfinite_steps: Optional[int] = _opt("max_nonfinite_steps"),
     max_steps: Optional[str] = _opt("max_steps", metavar="<int|none>", callback=_count_or_unset),
     epochs: Optional[str] = _opt("epochs", metavar="<int|none>", callback=_count_or_unset),

@@ -4,9 +4,11 @@ A run directory holds
 
     last.json / best.json          the commit points: config, vocabulary, corpus,
                                    step, metrics, and the names of the files below
-    weights-<kind>-<step>.safetensors   model weights (fp32, CPU layout)
+    weights-<kind>-<step>.safetensors   model weights (fp32, CPU layout): with
+                                   --ema-decay their moving average (averaging.py)
     state-<step>.safetensors       optimizer moments, RNG states, carried hidden
-                                   state: what an exact resume needs
+                                   state (and with --ema-decay the weights being
+                                   trained): what an exact resume needs
     metrics.jsonl                  one JSON object per log line
 
 Nothing here is ever unpickled, so loading a checkpoint cannot run code.

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from charlm.engine.averaging import WeightAverage, restore_live_weights
 from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
@@ -102,21 +103,29 @@ def _train_in(task: Task, run_dir: Path, point, amp_dtype, device: torch.device,
     state, carry = TrainState(world_size=world.size), None
     if point:
         state = optimisation.restore(point, world)
+        restore_live_weights(model, point.tensors, point.weights_path)
         carry = optimisation.from_task_carry(task.restore_carry(point.carry_tensors(), world, device))
     elif world.rank > 0:
         torch.manual_seed(config.rng_seed + 7919 * world.rank)  # each rank its own dropout masks
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
+    if average is not None and point:
+        average.restore(point.weights, point.record["trainer"], point.weights_path)
     yield RunStarted(run_dir=run_dir, task=task.name, config=config, data=task.data_facts(),
                      data_summary=task.data_summary(), model_summary=task.model_summary(), unit=task.unit,
                      device=str(device), precision=optimisation.precision, world_size=world.size,
                      num_parameters=sum(p.numel() for p in model.parameters()),
                      resumed_from_step=state.step if point else None)
-    yield from _Loop(task, model, optimisation, run_dir, device, state, carry, world, stop_requested).run()
+    yield from _Loop(task, model, optimisation, average, run_dir, device, state, carry, world, stop_requested).run()
 
 
 class _Loop:
-    def __init__(self, task: Task, model, optimisation: OptimisationStrategy, run_dir: Path, device: torch.device,
-                 state: TrainState, carry: Any, world: World, stop_requested: Callable[[], bool]):
+    def __init__(self, task: Task, model, optimisation: OptimisationStrategy, average: WeightAverage | None,
+                 run_dir: Path, device: torch.device, state: TrainState, carry: Any, world: World,
+                 stop_requested: Callable[[], bool]):
         self.task, self.config, self.model, self.optimisation = task, task.config, model, optimisation
+        self.average = average
+        # What evaluation, previews and the weights files use: the average of the weights, or the weights.
+        self.scored = average.module if average is not None else model
         self.run_dir, self.device, self.state, self.carry = run_dir, device, state, carry
         self.world, self.stop_requested = world, stop_requested
         self.clock = time.monotonic()
@@ -167,6 +176,8 @@ class _Loop:
             else:
                 s.nonfinite_in_a_row = 0
                 s.step += 1
+                if self.average is not None:
+                    self.average.update(self.model)
                 loss_sum = loss_sum + result.loss
                 loss_count += 1
                 grad_norm = result.grad_norm
@@ -242,7 +253,7 @@ class _Loop:
     def evaluate_and_save(self) -> Evaluated:
         task, s = self.task, self.state
         self.optimisation.sync_model()
-        metrics = task.evaluate(self.model, self.device, self.world, self.optimisation.amp_dtype).metrics
+        metrics = task.evaluate(self.scored, self.device, self.world, self.optimisation.amp_dtype).metrics
         score = metrics[task.main_metric]
         # A NaN or infinite score is never a best: it would be the first one (and block every later one),
         # and it cannot be stored (JSON has no NaN).
@@ -255,13 +266,13 @@ class _Loop:
             s.evaluations_since_best += 1
         preview = ""
         if self.world.is_main and self.config.sample_length:
-            preview = task.preview(self.model, self.device, self.config.rng_seed + s.step)
+            preview = task.preview(self.scored, self.device, self.config.rng_seed + s.step)
             self.model.train()
         self.log({"step": s.step, "epoch": s.epoch, **metrics, "preview": preview,
                   "elapsed_seconds": round(s.elapsed_seconds, 3)})
         meta = self.checkpoint_meta(metrics)
         if better and self.world.is_main:
-            save_checkpoint(self.run_dir, "best", self.model.state_dict(), meta)
+            save_checkpoint(self.run_dir, "best", self.scored.state_dict(), meta)
         self.save_last(meta)
         return Evaluated(step=s.step, metrics=metrics, main_metric=task.main_metric,
                          higher_is_better=task.higher_is_better, is_best=better, preview=preview,
@@ -275,7 +286,11 @@ class _Loop:
         if self.world.is_main:
             trainer, tensors = resume_state(self.optimisation.resume_parts(), self.state, ranks,
                                             self.task.join_carries)
-            save_checkpoint(self.run_dir, "last", self.model.state_dict(), dict(meta, trainer=trainer),
+            if self.average is not None:
+                average_tensors, average_trainer = self.average.resume_parts(self.model)
+                tensors.update(average_tensors)
+                trainer.update(average_trainer)
+            save_checkpoint(self.run_dir, "last", self.scored.state_dict(), dict(meta, trainer=trainer),
                             resume_tensors=tensors)
 
     def log(self, record: dict) -> None:

@@ -7,6 +7,7 @@ engine estimates what a training step keeps alive before it builds
 anything, and refuses a run that cannot fit:
 
     weights, gradients and AdamW's two moments   16 bytes per parameter (all fp32)
+    the weights' moving average (--ema-decay)    4 more
     activations of one batch                     the task's own estimate
 
 The parameters are counted on a model built on PyTorch's `meta` device,
@@ -30,6 +31,7 @@ from charlm.errors import CharlmError
 
 # fp32 weights, their gradients and AdamW's exp_avg and exp_avg_sq.
 BYTES_PER_PARAMETER = 16
+AVERAGE_BYTES_PER_PARAMETER = 4  # the fp32 moving average of the weights, when the run keeps one
 
 
 class OutOfMemoryError(CharlmError):
@@ -39,7 +41,7 @@ class OutOfMemoryError(CharlmError):
 @dataclass(frozen=True)
 class MemoryEstimate:
     parameters: int
-    parameter_bytes: int  # weights, gradients, optimizer moments
+    parameter_bytes: int  # weights, gradients, optimizer moments (and the weights' average)
     activation_bytes: int  # of one batch, as the task estimates them (0: the task does not say)
 
     @property
@@ -58,7 +60,8 @@ def estimate(task, world: World, amp_dtype: torch.dtype | None) -> MemoryEstimat
     element_size = 4 if amp_dtype is None else torch.finfo(amp_dtype).bits // 8
     activations = getattr(task, "estimate_activation_bytes", None)
     activation_bytes = int(activations(world, element_size)) if activations else 0
-    return MemoryEstimate(parameters, parameters * BYTES_PER_PARAMETER, activation_bytes)
+    per_parameter = BYTES_PER_PARAMETER + (AVERAGE_BYTES_PER_PARAMETER if task.config.ema_decay > 0 else 0)
+    return MemoryEstimate(parameters, parameters * per_parameter, activation_bytes)
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -1,0 +1,132 @@
+"""--ema-decay: the average of the weights is what a run scores and saves; training and resume are untouched."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from charlm.config import ConfigError, build_config
+from charlm.engine.averaging import TRAINING_PREFIX, WeightAverage
+from charlm.engine.checkpoint import read_tensors
+from charlm.engine.loop import train
+from charlm.tasks.lm.task import LanguageModelTask
+from charlm.text.corpus import read_corpus
+
+
+def test_the_average_warms_up_then_decays_at_the_given_rate():
+    model = nn.Linear(1, 1, bias=False)
+    average = WeightAverage(model, decay=0.5)
+    seen = []
+    for value in (4.0, 0.0, 0.0, 0.0, 8.0):
+        model.weight.data.fill_(value)
+        average.update(model)
+        seen.append(average.module.weight.item())
+    # By hand: the first update copies (4); then the decay is min(0.5, (1 + n) / (10 + n)) after n updates:
+    # 2/11 -> 4 * 2/11; 3/12 -> that * 3/12; then 0.5 from n = 8 on, but here n = 3: 4/13; n = 4: 5/14.
+    first = 4.0
+    second = first * 2 / 11
+    third = second * 3 / 12
+    fourth = third * 4 / 13
+    fifth = fourth * 5 / 14 + 8.0 * (1 - 5 / 14)
+    assert seen == pytest.approx([first, second, third, fourth, fifth])
+    assert average.updates == 5
+
+
+def test_the_average_sits_closer_to_the_minimum_than_noisy_iterates():
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1, bias=False)
+    average = WeightAverage(model, decay=0.99)
+    for _ in range(2000):  # iterates scattered around 1.0 with unit noise
+        model.weight.data = 1.0 + torch.randn(1, 8)
+        average.update(model)
+    iterate_error = (model.weight - 1.0).abs().mean().item()
+    average_error = (average.module.weight - 1.0).abs().mean().item()
+    assert average_error < iterate_error / 5
+
+
+def _config(tiny_config, **changes):
+    return tiny_config.replace(**{"max_steps": 40, "eval_every": 10, "dropout": 0.1, "num_layers": 2,
+                                  "sample_length": 0, **changes})
+
+
+def _run(tmp_path, corpus, config, out, **kwargs):
+    return list(train(LanguageModelTask(read_corpus(corpus), config), tmp_path / out, **kwargs))
+
+
+def _files(run_dir, kind="last"):
+    record = json.loads((run_dir / f"{kind}.json").read_text())
+    state = read_tensors(run_dir / record["state"]) if "state" in record else {}
+    return record, read_tensors(run_dir / record["weights"]), state
+
+
+def test_a_run_saves_the_average_and_its_recorded_loss_is_the_average_s(tmp_path, text_file, tiny_config):
+    from charlm.runs import load_checkpoint
+    from charlm.tasks.lm.evaluate import evaluate_checkpoint
+
+    corpus = text_file()
+    events = _run(tmp_path, corpus, _config(tiny_config, ema_decay=0.9), "averaged")
+    record, weights, state = _files(tmp_path / "averaged")
+    live = {name[len(TRAINING_PREFIX):]: value for name, value in state.items() if name.startswith(TRAINING_PREFIX)}
+    assert set(live) == set(weights) and record["trainer"]["weight_average"] == {"updates": 40}
+    assert not all(torch.equal(live[name], weights[name]) for name in weights)  # the average is not the iterate
+    # What a user loads from the run scores what the run recorded for it.
+    checkpoint = load_checkpoint(tmp_path / "averaged" / "last.json")
+    assert events[-1].step == 40
+    recorded = record["metrics"]["val_loss"]
+    assert evaluate_checkpoint(checkpoint, precision="fp32").nats_per_char == pytest.approx(recorded, abs=1e-5)
+
+
+def test_averaging_leaves_training_alone(tmp_path, text_file, tiny_config):
+    """The live weights of a run that averages are those of the same run without it, bitwise."""
+    corpus = text_file()
+    _run(tmp_path, corpus, _config(tiny_config), "plain")
+    _run(tmp_path, corpus, _config(tiny_config, ema_decay=0.9), "averaged")
+    _, plain, _ = _files(tmp_path / "plain")
+    _, _, state = _files(tmp_path / "averaged")
+    assert all(torch.equal(plain[name], state[TRAINING_PREFIX + name]) for name in plain)
+
+
+def test_an_averaging_run_resumes_bitwise(tmp_path, text_file, tiny_config):
+    corpus = text_file()
+    config = _config(tiny_config, ema_decay=0.9)
+    _run(tmp_path, corpus, config, "straight")
+    polls = iter(range(10**6))
+    assert _run(tmp_path, corpus, config, "resumed", stop_requested=lambda: next(polls) >= 17)[-1].reason == \
+        "interrupted"
+    _run(tmp_path, corpus, config, "resumed", resume=True)
+    (straight, straight_weights, straight_state), (resumed, resumed_weights, resumed_state) = (
+        _files(tmp_path / "straight"), _files(tmp_path / "resumed"))
+    assert resumed["step"] == 40 and resumed["trainer"]["weight_average"] == straight["trainer"]["weight_average"]
+    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
+    training = [k for k in straight_state if k.startswith(TRAINING_PREFIX)]
+    assert training and all(torch.equal(straight_state[k], resumed_state[k]) for k in training)
+
+
+def test_averaging_can_be_turned_off_or_on_when_resuming(tmp_path, text_file, tiny_config):
+    corpus = text_file()
+    plain, averaged = _config(tiny_config), _config(tiny_config, ema_decay=0.9)
+    _run(tmp_path, corpus, plain, "plain")
+    # Turned off: training goes on from the live weights, not from the saved average.
+    polls = iter(range(10**6))
+    _run(tmp_path, corpus, averaged, "off", stop_requested=lambda: next(polls) >= 17)
+    _run(tmp_path, corpus, plain, "off", resume=True)
+    # Turned on: the average starts from the weights the run had trained.
+    polls = iter(range(10**6))
+    _run(tmp_path, corpus, plain, "on", stop_requested=lambda: next(polls) >= 17)
+    _run(tmp_path, corpus, averaged, "on", resume=True)
+    _, expected, _ = _files(tmp_path / "plain")
+    _, off, off_state = _files(tmp_path / "off")
+    assert all(torch.equal(expected[k], off[k]) for k in expected) and not off_state.keys() & {
+        TRAINING_PREFIX + k for k in expected}
+    on_record, on_weights, on_state = _files(tmp_path / "on")
+    assert all(torch.equal(expected[k], on_state[TRAINING_PREFIX + k]) for k in expected)
+    stopped_at = 40 - on_record["trainer"]["weight_average"]["updates"]
+    assert 0 < stopped_at < 40 and not torch.equal(on_weights["head.weight"], expected["head.weight"])
+
+
+def test_ema_decay_is_checked():
+    with pytest.raises(ConfigError, match=r"ema_decay \(--ema-decay\) must be < 1.0"):
+        build_config({}, {"ema_decay": 1.0})
+    with pytest.raises(ConfigError, match=r"--engine numpy has no ema_decay \(--ema-decay\)"):
+        build_config({}, {"engine": "numpy", "ema_decay": 0.999})
