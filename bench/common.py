@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: machine facts, the matmul peak, timing, JSON output."""
+"""Shared pieces of the benchmarks: machine facts, the matmul peak, timing, curves, dynamic figures, JSON output."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,3 +101,14 @@ def emit(result: dict, out: str | None) -> None:
     if out:
         Path(out).write_text(text + "\n")
     print(text)
+
+
+def dynamic_figures(run_dir: Path) -> dict:
+    """`charlm eval --dynamic --json` of the run's best checkpoint on its validation split."""
+    command = [sys.executable, "-m", "charlm", "eval", "--checkpoint", str(run_dir), "--dynamic", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"charlm eval --dynamic failed: {done.stderr.strip()}")
+    figures = json.loads(done.stdout)
+    return {"command": " ".join(command[1:]), **{key: figures[key] for key in (
+        "characters", "static_nats_per_char", "dynamic_nats_per_char", "method", "lr", "decay", "segment")}}

@@ -16,14 +16,13 @@ after `--` go to `charlm train` as they are (`-- --weight-drop 0.25`).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAKESPEARE, emit, machine_facts, val_loss_curve  # noqa: E402
+from common import SHAKESPEARE, dynamic_figures, emit, machine_facts, val_loss_curve  # noqa: E402
 
 
 def main() -> None:
@@ -54,23 +53,12 @@ def main() -> None:
     best = min(curve, key=lambda point: point["val_loss"])
     within = {f"best_val_within_{m}m": min((p["val_loss"] for p in curve if p["elapsed_seconds"] <= m * 60 + 1),
                                              default=None) for m in (5, 30)}
-    dynamic = _dynamic_figures(run_dir) if args.dynamic else None
+    dynamic = dynamic_figures(run_dir) if args.dynamic else None
     emit({"benchmark": "time_to_quality", "machine": machine_facts(), "command": " ".join(command[1:]),
           "corpus": args.corpus, "split": "contiguous 90/10 (last 10% validation)",
           "precision": _precision_used(done.stdout), "best": best, **within, "curve": curve,
           "summary_line": done.stdout.strip().splitlines()[-1],
           **({"validation_static_and_dynamic": dynamic} if dynamic else {})}, args.out)
-
-
-def _dynamic_figures(run_dir: Path) -> dict:
-    """`charlm eval --dynamic --json` of the run's best checkpoint on its validation split."""
-    command = [sys.executable, "-m", "charlm", "eval", "--checkpoint", str(run_dir), "--dynamic", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"charlm eval --dynamic failed: {done.stderr.strip()}")
-    figures = json.loads(done.stdout)
-    return {"command": " ".join(command[1:]), **{key: figures[key] for key in (
-        "characters", "static_nats_per_char", "dynamic_nats_per_char", "method", "lr", "decay", "segment")}}
 
 
 def _precision_used(stdout: str) -> str | None:

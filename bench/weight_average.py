@@ -1,7 +1,8 @@
 """Weight averaging (`--ema-decay`): what the average gains over the weights it averages, in one run.
 
     python bench/weight_average.py --config configs/shakespeare.toml [--ema-decay 0.999]
-                                   [--also 0.99:10,0.995:10] [--precision fp32] [--out result.json]
+                                   [--also 0.99:10,0.995:10] [--precision fp32] [--dynamic]
+                                   [--out result.json]
                                    [-- TRAIN FLAGS...]
 
 Runs `charlm train` in this process on ../shared/corpora/tinyshakespeare.txt
@@ -12,7 +13,9 @@ rate 1 - min(decay, (1 + n) / (k + n)) after n updates; k = 10 is charlm's
 warmup) follow the same weights. When the run ends, the live weights (from
 the `last` checkpoint's state file), the run's own average and each other
 average are scored on the validation split: the comparison is within one
-run, so no run-to-run noise enters it.
+run, so no run-to-run noise enters it. With --dynamic the best checkpoint
+(the average) is also scored under dynamic evaluation, as time_to_quality.py
+does.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAKESPEARE, emit, machine_facts, val_loss_curve  # noqa: E402
+from common import SHAKESPEARE, dynamic_figures, emit, machine_facts, val_loss_curve  # noqa: E402
 
 import charlm.engine.loop as loop  # noqa: E402
 from charlm.engine.averaging import TRAINING_PREFIX, WeightAverage  # noqa: E402
@@ -35,10 +38,11 @@ from charlm.runs import load_checkpoint  # noqa: E402
 from charlm.tasks.lm.evaluate import checkpoint_text_ids, evaluate_ids  # noqa: E402
 
 
-def _warming(decay: float, k: float):
+def _warming(decay: float, k: float, average: WeightAverage):
+    """averaging.py's update with k in place of its 10."""
     @torch.no_grad()
-    def update(averaged, current, n_averaged):
-        n = int(n_averaged)
+    def update(averaged, current, _n_averaged):
+        n = average.updates
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (k + n)))
     return update
 
@@ -51,6 +55,8 @@ def main() -> None:
     parser.add_argument("--also", default="0.99:10,0.995:10,0.999:20",
                         help="more averages beside it, as decay:k, comma-separated")
     parser.add_argument("--precision", help="passed to charlm train")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="also score the best checkpoint under dynamic evaluation (charlm eval --dynamic)")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("train_flags", nargs=argparse.REMAINDER, help="after --: more flags for charlm train")
     args = parser.parse_args()
@@ -65,7 +71,7 @@ def main() -> None:
             super().__init__(model, decay)
             for other_decay, k in others:
                 beside[f"{other_decay:g}:{k:g}"] = average = WeightAverage(model, other_decay)
-                average.averaged.multi_avg_fn = _warming(other_decay, k)
+                average.averaged.multi_avg_fn = _warming(other_decay, k, average)
 
         def update(self, model):
             super().update(model)
@@ -97,9 +103,11 @@ def main() -> None:
     final = {"live": score({k[len(TRAINING_PREFIX):]: v for k, v in state.items() if k.startswith(TRAINING_PREFIX)}),
              f"{args.ema_decay:g}:10 (the run's own)": round(record["metrics"]["val_loss"], 4)}
     final.update({name: score(average.module.state_dict()) for name, average in beside.items()})
+    dynamic = dynamic_figures(run_dir) if args.dynamic else None
     emit({"benchmark": "weight_average", "machine": machine_facts(), "command": "charlm " + " ".join(command),
           "corpus": args.corpus, "split": "contiguous 90/10 (last 10% validation)", "step": record["step"],
-          "final_val_loss": final, "curve_of_the_run_s_average": val_loss_curve(run_dir)}, args.out)
+          "final_val_loss": final, "curve_of_the_run_s_average": val_loss_curve(run_dir),
+          **({"validation_static_and_dynamic": dynamic} if dynamic else {})}, args.out)
 
 
 if __name__ == "__main__":

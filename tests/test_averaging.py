@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from charlm.config import ConfigError, build_config
+from charlm.errors import CharlmError, CheckpointError
 from charlm.engine.averaging import TRAINING_PREFIX, WeightAverage
 from charlm.engine.checkpoint import read_tensors
 from charlm.engine.loop import train
@@ -16,21 +17,21 @@ from charlm.text.corpus import read_corpus
 
 def test_the_average_warms_up_then_decays_at_the_given_rate():
     model = nn.Linear(1, 1, bias=False)
-    average = WeightAverage(model, decay=0.5)
+    average = WeightAverage(model, decay=0.15)
     seen = []
-    for value in (4.0, 0.0, 0.0, 0.0, 8.0):
+    for value in (4.0, 0.0, 0.0, 8.0):
         model.weight.data.fill_(value)
         average.update(model)
         seen.append(average.module.weight.item())
-    # By hand: the first update copies (4); then the decay is min(0.5, (1 + n) / (10 + n)) after n updates:
-    # 2/11 -> 4 * 2/11; 3/12 -> that * 3/12; then 0.5 from n = 8 on, but here n = 3: 4/13; n = 4: 5/14.
-    first = 4.0
-    second = first * 2 / 11
-    third = second * 3 / 12
-    fourth = third * 4 / 13
-    fifth = fourth * 5 / 14 + 8.0 * (1 - 5 / 14)
-    assert seen == pytest.approx([first, second, third, fourth, fifth])
-    assert average.updates == 5
+    # By hand: the first update copies (4). After n updates the decay is min(0.15, (1 + n) / (10 + n)):
+    # the warmup's 2/11 = 0.18 is above 0.15 already, so the cap holds from the second update on.
+    assert seen == pytest.approx([4.0, 0.6, 0.09, 0.09 * 0.15 + 8.0 * 0.85])
+    assert average.updates == 4
+    slow = WeightAverage(model, decay=0.9)
+    for value in (4.0, 0.0, 0.0):
+        model.weight.data.fill_(value)
+        slow.update(model)
+    assert slow.module.weight.item() == pytest.approx(4.0 * 2 / 11 * 3 / 12)  # (1 + n) / (10 + n) while below 0.9
 
 
 def test_the_average_sits_closer_to_the_minimum_than_noisy_iterates():
@@ -71,10 +72,11 @@ def test_a_run_saves_the_average_and_its_recorded_loss_is_the_average_s(tmp_path
     assert set(live) == set(weights) and record["trainer"]["weight_average"] == {"updates": 40}
     assert not all(torch.equal(live[name], weights[name]) for name in weights)  # the average is not the iterate
     # What a user loads from the run scores what the run recorded for it.
-    checkpoint = load_checkpoint(tmp_path / "averaged" / "last.json")
     assert events[-1].step == 40
-    recorded = record["metrics"]["val_loss"]
-    assert evaluate_checkpoint(checkpoint, precision="fp32").nats_per_char == pytest.approx(recorded, abs=1e-5)
+    for kind in ("best", "last"):
+        recorded = json.loads((tmp_path / "averaged" / f"{kind}.json").read_text())["metrics"]["val_loss"]
+        checkpoint = load_checkpoint(tmp_path / "averaged" / f"{kind}.json")
+        assert evaluate_checkpoint(checkpoint, precision="fp32").nats_per_char == pytest.approx(recorded, abs=1e-5)
 
 
 def test_averaging_leaves_training_alone(tmp_path, text_file, tiny_config):
@@ -103,26 +105,51 @@ def test_an_averaging_run_resumes_bitwise(tmp_path, text_file, tiny_config):
     assert training and all(torch.equal(straight_state[k], resumed_state[k]) for k in training)
 
 
-def test_averaging_can_be_turned_off_or_on_when_resuming(tmp_path, text_file, tiny_config):
+def test_averaging_cannot_be_turned_on_or_off_when_resuming(tmp_path, text_file, tiny_config):
+    """The best score so far would compare the average with the weights themselves; the decay may change."""
     corpus = text_file()
     plain, averaged = _config(tiny_config), _config(tiny_config, ema_decay=0.9)
-    _run(tmp_path, corpus, plain, "plain")
-    # Turned off: training goes on from the live weights, not from the saved average.
+    for name, before, after, said in (("on", plain, averaged, r"does not average its weights.* --ema-decay 0,"),
+                                      ("off", averaged, plain, r"averages its weights \(--ema-decay 0\.9\).* "
+                                                               r"resume with --ema-decay 0\.9,")):
+        polls = iter(range(10**6))
+        _run(tmp_path, corpus, before, name, stop_requested=lambda: next(polls) >= 17)
+        with pytest.raises(CharlmError, match=said):
+            _run(tmp_path, corpus, after, name, resume=True)
+    assert _run(tmp_path, corpus, averaged.replace(ema_decay=0.95), "off", resume=True)[-1].step == 40
+
+
+def test_a_state_file_with_half_of_an_average_is_damaged(tmp_path, text_file, tiny_config):
+    from safetensors.torch import save_file
+
+    corpus = text_file()
+    config = _config(tiny_config, ema_decay=0.9)
     polls = iter(range(10**6))
-    _run(tmp_path, corpus, averaged, "off", stop_requested=lambda: next(polls) >= 17)
-    _run(tmp_path, corpus, plain, "off", resume=True)
-    # Turned on: the average starts from the weights the run had trained.
-    polls = iter(range(10**6))
-    _run(tmp_path, corpus, plain, "on", stop_requested=lambda: next(polls) >= 17)
-    _run(tmp_path, corpus, averaged, "on", resume=True)
-    _, expected, _ = _files(tmp_path / "plain")
-    _, off, off_state = _files(tmp_path / "off")
-    assert all(torch.equal(expected[k], off[k]) for k in expected) and not off_state.keys() & {
-        TRAINING_PREFIX + k for k in expected}
-    on_record, on_weights, on_state = _files(tmp_path / "on")
-    assert all(torch.equal(expected[k], on_state[TRAINING_PREFIX + k]) for k in expected)
-    stopped_at = 40 - on_record["trainer"]["weight_average"]["updates"]
-    assert 0 < stopped_at < 40 and not torch.equal(on_weights["head.weight"], expected["head.weight"])
+    _run(tmp_path, corpus, config, "run", stop_requested=lambda: next(polls) >= 17)
+    record, _, state = _files(tmp_path / "run")
+    save_file({k: v for k, v in state.items() if not k.startswith(TRAINING_PREFIX)},
+              tmp_path / "run" / record["state"])
+    with pytest.raises(CheckpointError, match="damaged: it holds the count of a weight average without the live"):
+        _run(tmp_path, corpus, config, "run", resume=True)
+
+
+def test_a_classifier_scores_and_saves_its_average(tmp_path):
+    from charlm.engine.events import Evaluated
+    from charlm.runs import load_checkpoint
+    from charlm.tasks.classify.inference import evaluate_classifier
+    from charlm.tasks.classify.task import ClassifyTask
+    from charlm.text.records import read_records
+    from test_classify_task import _config as classify_config, marker_tsv
+
+    path = marker_tsv(tmp_path / "markers.tsv")
+    config = classify_config(max_steps=120, eval_every=40, ema_decay=0.9)
+    events = list(train(ClassifyTask(read_records(path), config), tmp_path / "run"))
+    assert [e for e in events if isinstance(e, Evaluated)][-1].metrics["val_accuracy"] == 1.0
+    best, _, _ = _files(tmp_path / "run", "best")
+    _, last_weights, state = _files(tmp_path / "run")
+    assert not all(torch.equal(last_weights[k], state[TRAINING_PREFIX + k]) for k in last_weights)
+    report = evaluate_classifier(load_checkpoint(tmp_path / "run"), precision="fp32")
+    assert report.loss == pytest.approx(best["metrics"]["val_loss"], abs=1e-6)  # the saved weights are the scored
 
 
 def test_ema_decay_is_checked():

@@ -13,10 +13,15 @@ Training goes on from the live weights; evaluation, previews and the
 `best` and `last` weights files use the average, so `charlm sample` and
 `charlm eval` read the model the run scored. A `last` checkpoint also keeps
 the live weights (in its state file, under `training_weights.`) and the
-number of updates, so a resumed run continues both exactly.
+number of updates, so a resumed run continues both exactly. Averaging cannot
+be turned on or off when resuming (resume.py): the best score so far would
+then compare one kind of weights with the other. Its decay may change.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,17 +34,18 @@ from charlm.errors import CheckpointError
 TRAINING_PREFIX = "training_weights."
 
 
-def _warming_ema(decay: float):
-    """AveragedModel's multi_avg_fn: an EMA whose decay grows to `decay` over the first updates."""
+def _warming_ema(decay: float, updates: Callable[[], int]):
+    """AveragedModel's multi_avg_fn: an EMA whose decay grows to `decay` over the first updates.
+
+    updates() counts the updates before this one, kept as a Python int: AveragedModel's own count is a
+    tensor on the model's device, and reading it would make a GPU wait at every step.
+    """
 
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        updates = int(n_averaged)  # before this one (AveragedModel copies the weights at the first)
-        rate = 1.0 - min(decay, (1.0 + updates) / (10.0 + updates))
-        if torch.is_floating_point(averaged[0]):  # AveragedModel groups tensors by dtype
-            torch._foreach_lerp_(averaged, current, rate)
-        else:  # an integer buffer (a counter) is not averaged: it follows the model
-            torch._foreach_copy_(averaged, current)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], _n_averaged: torch.Tensor) -> None:
+        n = updates()
+        rate = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, rate)
 
     return update
 
@@ -48,52 +54,63 @@ class WeightAverage:
     """The EMA of a model's weights, its resume state, and the module evaluation uses."""
 
     def __init__(self, model: nn.Module, decay: float):
-        self.averaged = AveragedModel(model, multi_avg_fn=_warming_ema(decay), use_buffers=True)
+        self.updates = 0
+        # Only the parameters: no charlm model has buffers to follow (a BatchNorm's statistics would be).
+        self.averaged = AveragedModel(model, multi_avg_fn=_warming_ema(decay, lambda: self.updates))
         self._flatten()
 
     @property
     def module(self) -> nn.Module:
         return self.averaged.module
 
-    @property
-    def updates(self) -> int:
-        return int(self.averaged.n_averaged)
-
     def update(self, model: nn.Module) -> None:
-        """After an optimiser step: fold the live weights into the average."""
+        """After an optimiser step: fold the live weights into the average (the first update copies them)."""
         self.averaged.update_parameters(model)
+        self.updates += 1
 
     def resume_parts(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON) a `last` checkpoint adds: the live weights and the number of updates."""
         tensors = {TRAINING_PREFIX + name: value for name, value in model.state_dict().items()}
         return tensors, {"weight_average": {"updates": self.updates}}
 
-    def restore(self, saved_weights: dict[str, torch.Tensor], trainer: dict, source) -> None:
-        """Resume: a run that averaged saved the average as its weights, and its number of updates.
-
-        A run that did not average before starts its average here, from the
-        weights it trained (restore_live_weights has put them in the model).
-        """
-        if "weight_average" not in trainer:
-            return
+    def _restore(self, saved_weights: dict[str, torch.Tensor], updates: int, source: Path) -> None:
         load_weights(self.module, saved_weights, source)
-        try:
-            self.averaged.n_averaged.fill_(int(trainer["weight_average"]["updates"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"resume state in {source} is damaged: weight average {exc}; "
-                                  "start a new run in another --out") from None
+        self.updates = updates
+        self.averaged.n_averaged.fill_(updates)  # AveragedModel copies instead of averaging while it is 0
         self._flatten()
 
     def _flatten(self) -> None:
         # A copied nn.LSTM's weights are separate tensors; cuDNN wants them in one buffer (and warns at
-        # every call otherwise). The in-place EMA updates keep the views valid.
+        # every call otherwise). The in-place updates and loads keep the views valid.
         for module in self.module.modules():
             if isinstance(module, nn.RNNBase):
                 module.flatten_parameters()
 
 
-def restore_live_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source) -> None:
-    """A checkpoint of a run that averaged holds the average as its weights: put the live ones back."""
-    live = {name[len(TRAINING_PREFIX):]: value for name, value in tensors.items() if name.startswith(TRAINING_PREFIX)}
+def start_average(model: nn.Module, decay: float, point) -> WeightAverage | None:
+    """The run's average (None without --ema-decay); on resume, the model's live weights and the average put back.
+
+    point: the ResumePoint of a resumed run, or None. A run that averaged saved
+    the average as its weights and the live weights in its state file; the
+    optimisation's restore() has loaded the former into the model.
+    """
+    live = {} if point is None else {name[len(TRAINING_PREFIX):]: value for name, value in point.tensors.items()
+                                     if name.startswith(TRAINING_PREFIX)}
+    counted = None if point is None else point.record["trainer"].get("weight_average")
+    if point is not None and bool(live) != (counted is not None):
+        raise CheckpointError(f"resume state in {point.weights_path.parent} is damaged: it holds "
+                              f"{'the live weights' if live else 'the count'} of a weight average without "
+                              f"{'its count' if live else 'the live weights'}; start a new run in another --out")
     if live:
-        load_weights(model, live, source)
+        load_weights(model, live, point.weights_path)
+    if decay <= 0:
+        return None
+    average = WeightAverage(model, decay)
+    if counted is not None:
+        try:
+            updates = int(counted["updates"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"resume state in {point.weights_path.parent} is damaged: weight average {exc}; "
+                                  "start a new run in another --out") from None
+        average._restore(point.weights, updates, point.weights_path)
+    return average

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from charlm.engine.averaging import WeightAverage, restore_live_weights
+from charlm.engine.averaging import WeightAverage, start_average
 from charlm.engine.checkpoint import finite_or_none, save_checkpoint
 from charlm.engine.distributed import (COMMUNICATION_ERRORS, SINGLE, World, agree_max, gather_to_main, join,
                                        lost_peer, sum_over_ranks, together)
@@ -103,13 +103,10 @@ def _train_in(task: Task, run_dir: Path, point, amp_dtype, device: torch.device,
     state, carry = TrainState(world_size=world.size), None
     if point:
         state = optimisation.restore(point, world)
-        restore_live_weights(model, point.tensors, point.weights_path)
         carry = optimisation.from_task_carry(task.restore_carry(point.carry_tensors(), world, device))
     elif world.rank > 0:
         torch.manual_seed(config.rng_seed + 7919 * world.rank)  # each rank its own dropout masks
-    average = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
-    if average is not None and point:
-        average.restore(point.weights, point.record["trainer"], point.weights_path)
+    average = start_average(model, config.ema_decay, point)  # and the live weights back in the model
     yield RunStarted(run_dir=run_dir, task=task.name, config=config, data=task.data_facts(),
                      data_summary=task.data_summary(), model_summary=task.model_summary(), unit=task.unit,
                      device=str(device), precision=optimisation.precision, world_size=world.size,
@@ -267,7 +264,7 @@ class _Loop:
         preview = ""
         if self.world.is_main and self.config.sample_length:
             preview = task.preview(self.scored, self.device, self.config.rng_seed + s.step)
-            self.model.train()
+            self.model.train()  # a preview leaves its model in evaluation mode
         self.log({"step": s.step, "epoch": s.epoch, **metrics, "preview": preview,
                   "elapsed_seconds": round(s.elapsed_seconds, 3)})
         meta = self.checkpoint_meta(metrics)

@@ -198,6 +198,12 @@ def _check_same_run(run_dir: Path, record: dict, task) -> None:
         if stored_value(record["config"], key) != getattr(task.config, key):
             raise CharlmError(f"{key} cannot change when resuming "
                               f"(the run uses {stored_value(record['config'], key)!r})")
+    averaged = stored_value(record["config"], "ema_decay")
+    if (averaged > 0) != (task.config.ema_decay > 0):
+        # Its best score so far would be compared with scores of the other kind of weights.
+        ran = f"averages its weights (--ema-decay {averaged:g})" if averaged > 0 else "does not average its weights"
+        raise CharlmError(f"the run in {run_dir} {ran}, and averaging cannot be turned on or off when resuming; "
+                          f"resume with --ema-decay {averaged:g}, or start a new run in another --out")
 
 
 def claim_run_dir(run_dir: Path, point: ResumePoint | None, start_record: dict) -> Claim:
