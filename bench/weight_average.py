@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, dynamic_figures, emit, machine_facts, val_loss_curve  # noqa: E402
 
-import charlm.engine.loop as loop  # noqa: E402
+import charlm.engine.averaging as averaging  # noqa: E402
 from charlm.engine.averaging import TRAINING_PREFIX, WeightAverage  # noqa: E402
 from charlm.engine.checkpoint import read_tensors  # noqa: E402
 from charlm.runs import load_checkpoint  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> None:
             for average in beside.values():
                 average.update(model)
 
-    loop.WeightAverage = WithOthers
+    averaging.WeightAverage = WithOthers  # what start_average() builds
     from charlm.cli.app import app
 
     run_dir = Path(tempfile.mkdtemp()) / "run"
