@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, dynamic_figures, emit, machine_facts, val_loss_curve  # noqa: E402
@@ -36,15 +35,6 @@ from charlm.engine.averaging import TRAINING_PREFIX, WeightAverage  # noqa: E402
 from charlm.engine.checkpoint import read_tensors  # noqa: E402
 from charlm.runs import load_checkpoint  # noqa: E402
 from charlm.tasks.lm.evaluate import checkpoint_text_ids, evaluate_ids  # noqa: E402
-
-
-def _warming(decay: float, k: float, average: WeightAverage):
-    """averaging.py's update with k in place of its 10."""
-    @torch.no_grad()
-    def update(averaged, current, _n_averaged):
-        n = average.updates
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (k + n)))
-    return update
 
 
 def main() -> None:
@@ -70,8 +60,7 @@ def main() -> None:
         def __init__(self, model, decay):
             super().__init__(model, decay)
             for other_decay, k in others:
-                beside[f"{other_decay:g}:{k:g}"] = average = WeightAverage(model, other_decay)
-                average.averaged.multi_avg_fn = _warming(other_decay, k, average)
+                beside[f"{other_decay:g}:{k:g}"] = WeightAverage(model, other_decay, warmup=k)
 
         def update(self, model):
             super().update(model)

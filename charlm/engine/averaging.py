@@ -34,39 +34,45 @@ from charlm.errors import CheckpointError
 TRAINING_PREFIX = "training_weights."
 
 
-def _warming_ema(decay: float, updates: Callable[[], int]):
+def _warming_ema(decay: float, updates: Callable[[], int], warmup: float):
     """AveragedModel's multi_avg_fn: an EMA whose decay grows to `decay` over the first updates.
 
-    updates() counts the updates before this one, kept as a Python int: AveragedModel's own count is a
-    tensor on the model's device, and reading it would make a GPU wait at every step.
+    updates() counts the updates before this one. It reads AveragedModel's own count, which lives on the
+    CPU: the copy of it AveragedModel passes in is on the model's device, and reading that would make a GPU
+    wait at every step.
     """
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], _n_averaged: torch.Tensor) -> None:
         n = updates()
-        rate = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        rate = 1.0 - min(decay, (1.0 + n) / (warmup + n))
         torch._foreach_lerp_(averaged, current, rate)
 
     return update
 
 
 class WeightAverage:
-    """The EMA of a model's weights, its resume state, and the module evaluation uses."""
+    """The EMA of a model's weights, its resume state, and the module evaluation uses.
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.updates = 0
+    warmup: the 10 of min(decay, (1 + n) / (10 + n)); bench/weight_average.py tries others.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: float = 10.0):
         # Only the parameters: no charlm model has buffers to follow (a BatchNorm's statistics would be).
-        self.averaged = AveragedModel(model, multi_avg_fn=_warming_ema(decay, lambda: self.updates))
+        self.averaged = AveragedModel(model, multi_avg_fn=_warming_ema(decay, lambda: self.updates, warmup))
         self._flatten()
 
     @property
     def module(self) -> nn.Module:
         return self.averaged.module
 
+    @property
+    def updates(self) -> int:
+        return int(self.averaged.n_averaged)  # a CPU tensor (AveragedModel built without a device)
+
     def update(self, model: nn.Module) -> None:
         """After an optimiser step: fold the live weights into the average (the first update copies them)."""
         self.averaged.update_parameters(model)
-        self.updates += 1
 
     def resume_parts(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON) a `last` checkpoint adds: the live weights and the number of updates."""
@@ -75,7 +81,6 @@ class WeightAverage:
 
     def _restore(self, saved_weights: dict[str, torch.Tensor], updates: int, source: Path) -> None:
         load_weights(self.module, saved_weights, source)
-        self.updates = updates
         self.averaged.n_averaged.fill_(updates)  # AveragedModel copies instead of averaging while it is 0
         self._flatten()
 
