@@ -123,7 +123,7 @@ def score_predictions(grouped, split, predicted: torch.Tensor):
     members = torch.zeros(len(split.val), len(grouped.classes), dtype=torch.bool)  # (V, C)
     for row, index in enumerate(split.val):
         members[row, list(grouped.labels[index])] = True
-    primary = torch.tensor([grouped.labels[i][0] for i in split.val])  # (V,)
+    primary = torch.from_numpy(grouped.primary[split.val])  # (V,)
     true = true_classes(predicted, members, primary)
     return scores_from_confusion(confusion_matrix(true.numpy(), predicted.numpy(), len(grouped.classes)))
 

@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHAKESPEARE, dynamic_figures, emit, machine_facts, val_loss_curve  # noqa: E402
 
